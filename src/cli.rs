@@ -1,0 +1,5 @@
+//! The `feedrank` command line.
+
+pub fn main() -> std::process::ExitCode {
+    todo!()
+}
