@@ -1,5 +1,273 @@
-//! The `feedrank` command line.
+//! The `feedrank` command line: `serve`, `snapshot check`, `demo`.
 
-pub fn main() -> std::process::ExitCode {
-    todo!()
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::api::{self, AppState};
+use crate::config::{LogFormat, ServeConfig};
+use crate::demo::{self, DemoConfig};
+use crate::feed::{FeedError, Model};
+use crate::scoring::ScoringConfig;
+use crate::snapshot::{self, files, Issue, Summary};
+
+#[derive(Debug, Parser)]
+#[command(name = "feedrank", version, about = "Feed ranking: HNSW retrieval blended with value-first, low-ad scoring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the feed API over HTTP.
+    Serve(ServeArgs),
+    /// Inspect model snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Write a synthetic demo world as a snapshot.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Snapshot directory (default: the bundled demo world, models/demo).
+    #[arg(long, env = "FEEDRANK_SNAPSHOT")]
+    snapshot: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "FEEDRANK_ADDR")]
+    addr: Option<std::net::SocketAddr>,
+    /// TOML config file; flags and environment variables override it.
+    #[arg(long, env = "FEEDRANK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format (default text).
+    #[arg(long, env = "FEEDRANK_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Validate a snapshot and print its summary; exits 1 if it breaks the format.
+    Check {
+        /// Snapshot directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Directory to write the snapshot into.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = DemoConfig::default().posts)]
+    posts: usize,
+    #[arg(long, default_value_t = DemoConfig::default().users)]
+    users: usize,
+    #[arg(long, default_value_t = DemoConfig::default().seed)]
+    seed: u64,
+    #[arg(long, default_value_t = DemoConfig::default().dim)]
+    dim: usize,
+    /// Overwrite a non-empty output directory.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Snapshot { command: SnapshotCommand::Check { dir } } => check(&dir),
+        Command::Demo(args) => write_demo(args),
+    }
+}
+
+fn check(dir: &Path) -> ExitCode {
+    let mut issues = Vec::new();
+    match snapshot::load(dir) {
+        Ok(snapshot) => {
+            // The scoring section's vocabulary belongs to the scoring layer: check it here too,
+            // so `check` accepts exactly what `serve` accepts.
+            if let Err(e) = ScoringConfig::with_overrides(&snapshot.manifest.scoring) {
+                issues.push(Issue {
+                    file: files::MANIFEST.to_string(),
+                    line: None,
+                    field: Some(format!("scoring.{}", e.field)),
+                    message: e.message,
+                });
+            } else {
+                println!("{}", Summary::of(&snapshot));
+                println!("OK: {} is a valid snapshot", dir.display());
+                return ExitCode::SUCCESS;
+            }
+        }
+        Err(e) => issues.extend_from_slice(e.issues()),
+    }
+    for issue in &issues {
+        eprintln!("error: {issue}");
+    }
+    eprintln!("{}: {} problem(s); the snapshot is rejected", dir.display(), issues.len());
+    ExitCode::FAILURE
+}
+
+fn write_demo(args: DemoArgs) -> ExitCode {
+    if !args.force && dir_has_entries(&args.out) {
+        eprintln!(
+            "error: --out {}: directory is not empty; pass --force to overwrite",
+            args.out.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let config = DemoConfig { posts: args.posts, users: args.users, seed: args.seed, dim: args.dim };
+    let started = Instant::now();
+    let snapshot = match demo::generate(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = snapshot.write_to(&args.out) {
+        eprintln!("error: writing {}: {e}", args.out.display());
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "wrote demo world {} ({} posts, {} users, {} hashtags, dim {}) to {} in {:.1} s",
+        snapshot.model_version(),
+        snapshot.posts.len(),
+        snapshot.users.len(),
+        snapshot.hashtags.len(),
+        snapshot.dim(),
+        args.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+fn dir_has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = match &args.config {
+        Some(path) => match ServeConfig::from_file(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => ServeConfig::default(),
+    };
+    if let Some(dir) = args.snapshot {
+        config.snapshot = Some(dir);
+    }
+    if let Some(addr) = args.addr {
+        config.addr = addr;
+    }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run_service(config))
+}
+
+async fn run_service(config: ServeConfig) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %config.addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = AppState::new(Duration::from_millis(config.request_timeout_ms));
+    let dir = config.snapshot_dir();
+    tracing::info!(addr = %config.addr, snapshot = %dir.display(), "listening; loading snapshot");
+
+    // Load off the runtime: /healthz answers at once, /readyz turns 200 when the model serves.
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let loading_state = Arc::clone(&state);
+    let options = config.feed;
+    tokio::task::spawn_blocking(move || match Model::load(&dir, options) {
+        Ok(model) => {
+            tracing::info!(model_version = model.model_version(), "ready");
+            loading_state.serve_model(Arc::new(model));
+        }
+        Err(e) => {
+            report_load_failure(&dir, &e);
+            let _ = failed_tx.send(());
+        }
+    });
+
+    let load_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&load_failed);
+    let shutdown = async move {
+        tokio::select! {
+            () = shutdown_signal() => tracing::info!("shutting down"),
+            Ok(()) = failed_rx => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+        }
+    };
+    if let Err(e) = api::serve(listener, state, shutdown).await {
+        tracing::error!(error = %e, "server error");
+        return ExitCode::FAILURE;
+    }
+    if load_failed.load(std::sync::atomic::Ordering::SeqCst) {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn report_load_failure(dir: &Path, error: &FeedError) {
+    match error {
+        FeedError::Snapshot(e) => {
+            for issue in e.issues() {
+                tracing::error!(snapshot = %dir.display(), "{issue}");
+            }
+        }
+        other => tracing::error!(snapshot = %dir.display(), "{other}"),
+    }
+    tracing::error!(snapshot = %dir.display(), "cannot serve: the snapshot failed to load");
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }

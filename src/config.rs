@@ -1,1 +1,142 @@
-//! TODO
+//! Service settings. Precedence, lowest first: built-in defaults, the config file
+//! (`--config FILE` or `FEEDRANK_CONFIG`), environment variables, command-line flags.
+//!
+//! ```toml
+//! addr = "127.0.0.1:8080"
+//! snapshot = "models/demo"
+//! request_timeout_ms = 1000
+//! log_format = "text"        # or "json"
+//!
+//! [feed]
+//! index = "hnsw"             # or "exact"
+//! hnsw_max_connections = 16
+//! hnsw_ef_construction = 200
+//! hnsw_ef_search = 64
+//! candidates = 200
+//! max_depth = 500
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::feed::FeedOptions;
+
+/// The snapshot served when none is configured: the demo world bundled in the repository.
+pub const DEFAULT_SNAPSHOT: &str = "models/demo";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    /// Snapshot directory; `None` serves the bundled demo world.
+    pub snapshot: Option<PathBuf>,
+    /// Requests running longer than this answer 503 `timeout`.
+    pub request_timeout_ms: u64,
+    pub log_format: LogFormat,
+    pub feed: FeedOptions,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            snapshot: None,
+            request_timeout_ms: 1000,
+            log_format: LogFormat::Text,
+            feed: FeedOptions::default(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads a TOML config file; unknown keys are errors (a typo must not pass silently).
+    pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
+        let file_error = |message: String| ConfigError::File { path: path.to_path_buf(), message };
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let config: ServeConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.into() });
+        if self.request_timeout_ms == 0 {
+            return invalid("request_timeout_ms", "must be at least 1");
+        }
+        let f = &self.feed;
+        if f.candidates == 0 || f.candidates > 10_000 {
+            return invalid("feed.candidates", "must be from 1 to 10000");
+        }
+        if f.max_depth == 0 || f.max_depth > 100_000 {
+            return invalid("feed.max_depth", "must be from 1 to 100000");
+        }
+        if !(2..=255).contains(&f.hnsw_max_connections) {
+            return invalid("feed.hnsw_max_connections", "must be from 2 to 255");
+        }
+        if f.hnsw_ef_construction == 0 || f.hnsw_ef_search == 0 {
+            return invalid("feed.hnsw_ef_construction / hnsw_ef_search", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The snapshot directory to serve: the configured one, else the bundled demo world
+    /// (looked up in the working directory, then next to the crate's sources).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.snapshot {
+            return dir.clone();
+        }
+        let local = PathBuf::from(DEFAULT_SNAPSHOT);
+        if local.exists() {
+            return local;
+        }
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_SNAPSHOT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feedrank.toml");
+        std::fs::write(&path, "addr = \"0.0.0.0:9000\"\n[feed]\ncandidates = 300\n").unwrap();
+        let c = ServeConfig::from_file(&path).unwrap();
+        assert_eq!(c.addr.port(), 9000);
+        assert_eq!(c.feed.candidates, 300);
+        assert_eq!(c.feed.max_depth, FeedOptions::default().max_depth);
+
+        std::fs::write(&path, "adr = \"0.0.0.0:9000\"\n").unwrap();
+        let err = ServeConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("adr"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let mut c = ServeConfig::default();
+        c.feed.candidates = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("feed.candidates"), "{err}");
+    }
+}

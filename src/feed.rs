@@ -1,1 +1,331 @@
-//! TODO
+//! The feed: a loaded model and the pipeline that turns a user id into a ranked page.
+//!
+//! Stages, in order: candidate sources (`candidates`) → scoring (`scoring`) → ordering
+//! (`policy`) → pagination. Everything that does not depend on the viewer (each post's value
+//! and freshness, the non-personal ranking) is computed once when the model loads, so a request
+//! costs one similarity search plus a sort of a few hundred candidates.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::candidates::{IndexKind, Pools, Retriever};
+use crate::index::HnswParams;
+use crate::policy::{self, Scored};
+use crate::scoring::{self, ScoringConfig, ScoringError};
+use crate::snapshot::{self, Snapshot, SnapshotError, MAX_ID_BYTES};
+
+/// Page sizes a request may ask for.
+pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
+pub const DEFAULT_LIMIT: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("manifest.json: {0}")]
+    Scoring(#[from] ScoringError),
+    #[error("limit must be an integer from {min} to {max}, got {0}", min = LIMIT_RANGE.start(), max = LIMIT_RANGE.end())]
+    InvalidLimit(String),
+    #[error("cursor is not one this service issued for this user")]
+    InvalidCursor,
+    #[error("user_id must be 1 to {MAX_ID_BYTES} bytes, got {0} bytes")]
+    InvalidUserId(usize),
+}
+
+/// How a model is indexed and how deep its feeds go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedOptions {
+    pub index: IndexKind,
+    /// HNSW links per node ("M").
+    pub hnsw_max_connections: usize,
+    pub hnsw_ef_construction: usize,
+    pub hnsw_ef_search: usize,
+    /// Posts retrieved by similarity for each personal feed request.
+    pub candidates: usize,
+    /// How many posts a feed can page through before `next_cursor` is null.
+    pub max_depth: usize,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        let hnsw = HnswParams::default();
+        FeedOptions {
+            index: IndexKind::Hnsw,
+            hnsw_max_connections: hnsw.max_connections,
+            hnsw_ef_construction: hnsw.ef_construction,
+            hnsw_ef_search: hnsw.ef_search,
+            candidates: 200,
+            max_depth: 500,
+        }
+    }
+}
+
+impl FeedOptions {
+    fn hnsw_params(&self) -> HnswParams {
+        HnswParams {
+            max_connections: self.hnsw_max_connections,
+            ef_construction: self.hnsw_ef_construction,
+            ef_search: self.hnsw_ef_search,
+        }
+    }
+}
+
+/// A snapshot made ready to serve: indexed, with per-post scores precomputed. Immutable; a
+/// new snapshot makes a new `Model`.
+pub struct Model {
+    snapshot: Snapshot,
+    options: FeedOptions,
+    scoring: ScoringConfig,
+    retriever: Retriever,
+    user_rows: HashMap<String, u32>,
+    /// Per post row: viewer-independent part of the blend (value and freshness terms).
+    prior_score: Vec<f32>,
+    /// The non-personal feed: good recent organic posts, languages interleaved.
+    popular: Vec<Scored>,
+    /// Reference instant for freshness: the newest post in the snapshot.
+    now: i64,
+    build_time: Duration,
+}
+
+/// One ranked post of a page. Borrows the post id from the model: no copies until JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FeedItem<'m> {
+    pub post_id: &'m str,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedPage<'m> {
+    pub model_version: &'m str,
+    pub items: Vec<FeedItem<'m>>,
+    /// Pass back as `cursor` for the next page; `None` at the end of the feed.
+    pub next_cursor: Option<String>,
+}
+
+/// A feed request, as validated plain data.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedRequest<'a> {
+    pub user_id: &'a str,
+    pub limit: usize,
+    pub cursor: Option<&'a str>,
+}
+
+impl Model {
+    /// Loads, validates and indexes the snapshot in `dir`.
+    pub fn load(dir: &Path, options: FeedOptions) -> Result<Model, FeedError> {
+        let started = Instant::now();
+        let snapshot = snapshot::load(dir)?;
+        tracing::info!(
+            dir = %dir.display(),
+            model_version = snapshot.model_version(),
+            posts = snapshot.posts.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot validated"
+        );
+        Model::build(snapshot, options)
+    }
+
+    /// Indexes an already validated snapshot.
+    pub fn build(snapshot: Snapshot, options: FeedOptions) -> Result<Model, FeedError> {
+        let started = Instant::now();
+        let scoring = ScoringConfig::with_overrides(&snapshot.manifest.scoring)?;
+        let pools = Pools::of(&snapshot.posts);
+        let retriever = Retriever::build(
+            &snapshot.post_vectors,
+            &pools,
+            snapshot.metric(),
+            options.index,
+            options.hnsw_params(),
+        );
+        let now = snapshot.newest_post_time().unwrap_or(0);
+        let prior_score: Vec<f32> = snapshot
+            .posts
+            .iter()
+            .map(|p| {
+                let value = scoring::value_score(&p.stats, &scoring);
+                let fresh = scoring::freshness(p.created_at, now, &scoring);
+                scoring::blend(0.0, value, fresh, &scoring)
+            })
+            .collect();
+        let popular = popular_ranking(&snapshot, &pools, &prior_score, options.max_depth);
+        let user_rows = snapshot
+            .users
+            .iter()
+            .enumerate()
+            .map(|(row, u)| (u.id.clone(), row as u32))
+            .collect();
+        let build_time = started.elapsed();
+        tracing::info!(
+            model_version = snapshot.model_version(),
+            index = ?options.index,
+            organic_posts = retriever.organic_len(),
+            ads = pools.ads.len(),
+            elapsed_ms = build_time.as_millis() as u64,
+            "model indexed"
+        );
+        Ok(Model {
+            snapshot,
+            options,
+            scoring,
+            retriever,
+            user_rows,
+            prior_score,
+            popular,
+            now,
+            build_time,
+        })
+    }
+
+    pub fn model_version(&self) -> &str {
+        self.snapshot.model_version()
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn options(&self) -> &FeedOptions {
+        &self.options
+    }
+
+    pub fn scoring(&self) -> &ScoringConfig {
+        &self.scoring
+    }
+
+    /// Time spent indexing and precomputing (after validation).
+    pub fn build_time(&self) -> Duration {
+        self.build_time
+    }
+
+    /// The instant freshness is measured from.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Whether the snapshot knows this user (and so has an embedding for them).
+    pub fn knows_user(&self, user_id: &str) -> bool {
+        self.user_rows.contains_key(user_id)
+    }
+
+    /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
+    /// same page, and consecutive pages never repeat a post.
+    pub fn feed(&self, request: &FeedRequest<'_>) -> Result<FeedPage<'_>, FeedError> {
+        let user_id = request.user_id;
+        if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
+            return Err(FeedError::InvalidUserId(user_id.len()));
+        }
+        if !LIMIT_RANGE.contains(&request.limit) {
+            return Err(FeedError::InvalidLimit(request.limit.to_string()));
+        }
+        let offset = match request.cursor {
+            Some(c) => cursor::decode(c, user_id).ok_or(FeedError::InvalidCursor)?,
+            None => 0,
+        };
+        let end = (offset + request.limit).min(self.options.max_depth);
+        // Rank one past the page to learn whether another page exists.
+        let ranked = match self.user_rows.get(user_id) {
+            Some(&row) => self.personal_ranking(row, end + 1),
+            None => self.popular[..(end + 1).min(self.popular.len())].to_vec(),
+        };
+        let page = ranked.get(offset..end.min(ranked.len())).unwrap_or(&[]);
+        let items = page
+            .iter()
+            .map(|s| FeedItem { post_id: &self.snapshot.posts[s.row as usize].id, score: s.score })
+            .collect();
+        let next_cursor =
+            (ranked.len() > end && end < self.options.max_depth).then(|| cursor::encode(end, user_id));
+        Ok(FeedPage { model_version: self.model_version(), items, next_cursor })
+    }
+
+    /// Similar posts blended with their value, best first; topped up from the non-personal
+    /// ranking when a page goes deeper than the similarity candidates.
+    fn personal_ranking(&self, user_row: u32, depth: usize) -> Vec<Scored> {
+        let query = self.snapshot.user_vectors.row(user_row as usize);
+        let query = query.as_slice().expect("snapshot matrices are contiguous");
+        let candidates = self.retriever.similar(query, self.options.candidates);
+        let mut ranked: Vec<Scored> = candidates
+            .iter()
+            .map(|c| Scored {
+                row: c.row,
+                score: self.scoring.similarity_weight * c.similarity
+                    + self.prior_score[c.row as usize],
+            })
+            .collect();
+        policy::order_by_score(&mut ranked);
+        if ranked.len() < depth {
+            let mut taken: Vec<u32> = ranked.iter().map(|s| s.row).collect();
+            taken.sort_unstable();
+            let top_up = self.popular.iter().filter(|s| taken.binary_search(&s.row).is_err());
+            let missing = depth - ranked.len();
+            ranked.extend(top_up.take(missing));
+        }
+        ranked
+    }
+}
+
+/// Organic posts by their viewer-independent score, languages interleaved, `depth` long.
+fn popular_ranking(snapshot: &Snapshot, pools: &Pools, prior: &[f32], depth: usize) -> Vec<Scored> {
+    let mut ranked: Vec<Scored> =
+        pools.organic.iter().map(|&row| Scored { row, score: prior[row as usize] }).collect();
+    policy::order_by_score(&mut ranked);
+    let mut lang_ids: HashMap<&str, usize> = HashMap::new();
+    let post_lang: Vec<usize> = snapshot
+        .posts
+        .iter()
+        .map(|p| {
+            let next = lang_ids.len();
+            *lang_ids.entry(p.lang.as_str()).or_insert(next)
+        })
+        .collect();
+    let mut mixed = policy::interleave_by_language(&ranked, |row| post_lang[row as usize]);
+    mixed.truncate(depth);
+    mixed
+}
+
+/// Opaque page cursors: the offset, with a check so a cursor cannot be edited or replayed for
+/// another user without being noticed. They survive a model reload (they hold no version).
+mod cursor {
+    pub fn encode(offset: usize, user_id: &str) -> String {
+        let offset = offset as u32;
+        format!("{offset:08x}{:08x}", check(offset, user_id))
+    }
+
+    pub fn decode(cursor: &str, user_id: &str) -> Option<usize> {
+        if cursor.len() != 16 || !cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let offset = u32::from_str_radix(&cursor[..8], 16).ok()?;
+        let sum = u32::from_str_radix(&cursor[8..], 16).ok()?;
+        (sum == check(offset, user_id)).then_some(offset as usize)
+    }
+
+    /// FNV-1a over the user id and offset: a guard against mistakes, not a secret.
+    fn check(offset: u32, user_id: &str) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in user_id.as_bytes().iter().chain(offset.to_le_bytes().iter()) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trips_and_rejects_tampering() {
+            let c = encode(40, "u_1");
+            assert_eq!(decode(&c, "u_1"), Some(40));
+            assert_eq!(decode(&c, "u_2"), None, "a cursor is bound to its user");
+            let edited = format!("{:08x}{}", 41, &c[8..]);
+            assert_eq!(decode(&edited, "u_1"), None);
+            assert_eq!(decode("zz", "u_1"), None);
+            assert_eq!(decode("", "u_1"), None);
+        }
+    }
+}

@@ -1,1 +1,274 @@
-//! TODO
+//! Scoring: pure functions from a post's plain data to numbers the policy ranks by.
+//!
+//! The blend, for a candidate post `p` and a user `u`:
+//!
+//! ```text
+//! score = similarity_weight · sim(u, p) + value_weight · value(p) + freshness_weight · fresh(p)
+//!
+//! value(p) = tanh(rate / value_scale)                                    in (-1, 1)
+//! rate     = (engaged + prior_rate · prior_views) / (views + prior_views)
+//! engaged  = save_weight·saves + share_weight·shares + comment_weight·comments
+//!          + like_weight·likes − hide_weight·hides − report_weight·reports
+//! fresh(p) = 0.5 ^ (age_hours / freshness_half_life_hours)               in (0, 1]
+//! ```
+//!
+//! `rate` is value per view shrunk toward a prior: a post with ten views and two saves is not
+//! trusted like one with ten thousand views and two thousand saves. Saves, shares and comments
+//! weigh far more than likes, and views only enter as the denominator, so a post that many saw
+//! and few kept (clickbait) scores low. Hides and reports are strongly negative, on the scale
+//! real systems use (X's published weights put a report at hundreds of times a like).
+//!
+//! Defaults live in [`ScoringConfig::default`]; a snapshot's `manifest.scoring` overrides them
+//! key by key ([`ScoringConfig::with_overrides`]), and unknown keys are an error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::Stats;
+
+/// Weights and knobs of the scoring blend. See the module docs for the formula.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoringConfig {
+    pub similarity_weight: f32,
+    pub value_weight: f32,
+    pub freshness_weight: f32,
+    pub freshness_half_life_hours: f32,
+    pub save_weight: f32,
+    pub share_weight: f32,
+    pub comment_weight: f32,
+    pub like_weight: f32,
+    pub hide_weight: f32,
+    pub report_weight: f32,
+    /// Pseudo-views of the prior: how many views it takes before a post's own rate dominates.
+    pub prior_views: f32,
+    /// Value per view assumed for a post with no views yet.
+    pub prior_rate: f32,
+    /// The rate at which `value` reaches tanh(1) ≈ 0.76; above it, more value adds little.
+    pub value_scale: f32,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        ScoringConfig {
+            // Similarity leads (relevance first); value can lift a good post over a slightly
+            // closer mediocre one; freshness only breaks near-ties.
+            similarity_weight: 1.0,
+            value_weight: 0.35,
+            freshness_weight: 0.1,
+            freshness_half_life_hours: 72.0,
+            save_weight: 4.0,
+            share_weight: 3.0,
+            comment_weight: 2.0,
+            like_weight: 0.5,
+            hide_weight: 20.0,
+            report_weight: 100.0,
+            prior_views: 200.0,
+            prior_rate: 0.05,
+            value_scale: 0.25,
+        }
+    }
+}
+
+/// A scoring override that is not allowed, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scoring.{field}: {message}")]
+pub struct ScoringError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ScoringConfig {
+    /// The defaults with `overrides` applied key by key. Unknown keys, non-numbers and values
+    /// out of range are errors naming the key.
+    pub fn with_overrides(
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ScoringConfig, ScoringError> {
+        let mut merged = match serde_json::to_value(ScoringConfig::default()) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => unreachable!("ScoringConfig serialises to a JSON object"),
+        };
+        for (key, value) in overrides {
+            if !merged.contains_key(key) {
+                let known: Vec<&str> = merged.keys().map(String::as_str).collect();
+                return Err(ScoringError {
+                    field: key.clone(),
+                    message: format!("unknown key; known keys are {}", known.join(", ")),
+                });
+            }
+            if !value.is_number() {
+                return Err(ScoringError {
+                    field: key.clone(),
+                    message: format!("must be a number, got {value}"),
+                });
+            }
+            merged.insert(key.clone(), value.clone());
+        }
+        let config: ScoringConfig = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| ScoringError { field: "?".into(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges: every knob finite, weights of penalties and signals non-negative, and
+    /// the half-life, prior and scale strictly positive where they divide.
+    pub fn validate(&self) -> Result<(), ScoringError> {
+        let knobs: [(&str, f32, f32); 13] = [
+            ("similarity_weight", self.similarity_weight, f32::MIN),
+            ("value_weight", self.value_weight, f32::MIN),
+            ("freshness_weight", self.freshness_weight, f32::MIN),
+            ("freshness_half_life_hours", self.freshness_half_life_hours, f32::MIN_POSITIVE),
+            ("save_weight", self.save_weight, 0.0),
+            ("share_weight", self.share_weight, 0.0),
+            ("comment_weight", self.comment_weight, 0.0),
+            ("like_weight", self.like_weight, 0.0),
+            ("hide_weight", self.hide_weight, 0.0),
+            ("report_weight", self.report_weight, 0.0),
+            ("prior_views", self.prior_views, f32::MIN_POSITIVE),
+            ("prior_rate", self.prior_rate, 0.0),
+            ("value_scale", self.value_scale, f32::MIN_POSITIVE),
+        ];
+        for (field, value, min) in knobs {
+            if !value.is_finite() {
+                return Err(ScoringError { field: field.into(), message: "must be finite".into() });
+            }
+            if value < min {
+                let bound = if min > 0.0 { "greater than 0" } else { "at least 0" };
+                return Err(ScoringError {
+                    field: field.into(),
+                    message: format!("must be {bound}, got {value}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How much a post is worth to the people who saw it, in (-1, 1). Independent of the viewer,
+/// so it is computed once per post when a model loads.
+pub fn value_score(stats: &Stats, config: &ScoringConfig) -> f32 {
+    let engaged = config.save_weight * stats.saves as f32
+        + config.share_weight * stats.shares as f32
+        + config.comment_weight * stats.comments as f32
+        + config.like_weight * stats.likes as f32
+        - config.hide_weight * stats.hides as f32
+        - config.report_weight * stats.reports as f32;
+    let rate = (engaged + config.prior_rate * config.prior_views)
+        / (stats.views as f32 + config.prior_views);
+    (rate / config.value_scale).tanh()
+}
+
+/// Freshness in (0, 1]: 1 for a post published at `now` (or later), halving every half-life.
+pub fn freshness(created_at: i64, now: i64, config: &ScoringConfig) -> f32 {
+    let age_hours = (now - created_at).max(0) as f32 / 3600.0;
+    0.5f32.powf(age_hours / config.freshness_half_life_hours)
+}
+
+/// The blended score of one candidate. `similarity` is 0 for non-personal candidates.
+#[inline]
+pub fn blend(similarity: f32, value: f32, freshness: f32, config: &ScoringConfig) -> f32 {
+    config.similarity_weight * similarity
+        + config.value_weight * value
+        + config.freshness_weight * freshness
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(views: u64, saves: u64, hides: u64) -> Stats {
+        Stats { views, saves, hides, ..Stats::default() }
+    }
+
+    #[test]
+    fn saves_are_worth_more_than_likes() {
+        let c = ScoringConfig::default();
+        let saved = Stats { views: 1000, saves: 50, ..Stats::default() };
+        let liked = Stats { views: 1000, likes: 50, ..Stats::default() };
+        assert!(value_score(&saved, &c) > value_score(&liked, &c));
+    }
+
+    #[test]
+    fn clickbait_scores_below_a_post_people_keep() {
+        let c = ScoringConfig::default();
+        let clickbait = Stats { views: 50_000, likes: 2_000, saves: 50, ..Stats::default() };
+        let kept = Stats { views: 2_000, likes: 100, saves: 200, comments: 40, ..Stats::default() };
+        assert!(value_score(&kept, &c) > value_score(&clickbait, &c));
+    }
+
+    #[test]
+    fn few_views_are_shrunk_toward_the_prior() {
+        let c = ScoringConfig::default();
+        let lucky = stats(3, 3, 0);
+        let proven = stats(10_000, 3_000, 0);
+        let unseen = stats(0, 0, 0);
+        assert!(value_score(&proven, &c) > value_score(&lucky, &c));
+        let prior = (c.prior_rate / c.value_scale).tanh();
+        assert!((value_score(&unseen, &c) - prior).abs() < 1e-6);
+    }
+
+    #[test]
+    fn hides_and_reports_push_value_negative() {
+        let c = ScoringConfig::default();
+        assert!(value_score(&stats(1000, 10, 50), &c) < 0.0);
+        let reported = Stats { views: 1000, saves: 30, reports: 5, ..Stats::default() };
+        let clean = Stats { views: 1000, saves: 30, ..Stats::default() };
+        assert!(value_score(&reported, &c) < value_score(&clean, &c));
+    }
+
+    #[test]
+    fn value_stays_in_range() {
+        let c = ScoringConfig::default();
+        for s in [stats(0, 0, 0), stats(1, 1_000_000, 0), stats(1, 0, 1_000_000)] {
+            let v = value_score(&s, &c);
+            assert!((-1.0..=1.0).contains(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn freshness_halves_every_half_life() {
+        let c = ScoringConfig::default();
+        let now = 1_000_000;
+        let half_life = (c.freshness_half_life_hours * 3600.0) as i64;
+        assert_eq!(freshness(now, now, &c), 1.0);
+        assert!((freshness(now - half_life, now, &c) - 0.5).abs() < 1e-4);
+        assert!((freshness(now - 2 * half_life, now, &c) - 0.25).abs() < 1e-4);
+        // Clock skew: a post "from the future" is just fresh.
+        assert_eq!(freshness(now + 100, now, &c), 1.0);
+    }
+
+    #[test]
+    fn overrides_apply_key_by_key() {
+        let overrides = serde_json::json!({"value_weight": 0.9, "hide_weight": 5});
+        let c = ScoringConfig::with_overrides(overrides.as_object().unwrap()).unwrap();
+        assert_eq!(c.value_weight, 0.9);
+        assert_eq!(c.hide_weight, 5.0);
+        assert_eq!(c.save_weight, ScoringConfig::default().save_weight);
+    }
+
+    #[test]
+    fn unknown_override_key_is_an_error_naming_it() {
+        let overrides = serde_json::json!({"save_wieght": 1.0});
+        let err = ScoringConfig::with_overrides(overrides.as_object().unwrap()).unwrap_err();
+        assert_eq!(err.field, "save_wieght");
+        assert!(err.message.contains("unknown key"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_and_non_numeric_overrides_are_errors() {
+        for (body, field) in [
+            (serde_json::json!({"freshness_half_life_hours": 0}), "freshness_half_life_hours"),
+            (serde_json::json!({"hide_weight": -1}), "hide_weight"),
+            (serde_json::json!({"value_scale": "big"}), "value_scale"),
+        ] {
+            let err = ScoringConfig::with_overrides(body.as_object().unwrap()).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn blend_is_linear_in_its_weights() {
+        let c = ScoringConfig::default();
+        let expected = c.similarity_weight * 0.8 + c.value_weight * 0.5 + c.freshness_weight;
+        assert!((blend(0.8, 0.5, 1.0, &c) - expected).abs() < 1e-6);
+    }
+}

@@ -21,6 +21,7 @@ pub use error::{Issue, SnapshotError};
 pub use load::load;
 pub use records::{MAX_ID_BYTES, MAX_TAG_BYTES, is_normalised_hashtag, is_valid_lang};
 pub use summary::Summary;
+pub use write::sha256_hex;
 
 /// The only `format_version` this build understands.
 pub const FORMAT_VERSION: u32 = 1;

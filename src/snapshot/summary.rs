@@ -11,3 +11,9 @@ impl Summary {
         todo!()
     }
 }
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "summary")
+    }
+}

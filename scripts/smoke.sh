@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Smoke test of the README's run command: start `cargo run --release -- serve` on the bundled
+# demo world, wait until ready, check a demo user's feed, an unknown user's feed and an error,
+# report resident memory, stop with SIGTERM and expect a clean exit.
+# Usage: scripts/smoke.sh            (port from FEEDRANK_ADDR, default 127.0.0.1:18080)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+
+export FEEDRANK_ADDR=${FEEDRANK_ADDR:-127.0.0.1:18080}
+base="http://$FEEDRANK_ADDR"
+cargo build --release --quiet
+log=$(mktemp)
+cargo run --release --quiet -- serve >"$log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; rm -f "$log"; }
+trap cleanup EXIT
+
+started=$(date +%s)
+until [ "$(curl -s -o /dev/null -w '%{http_code}' "$base/readyz")" = 200 ]; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "server exited before becoming ready:"; cat "$log"; exit 1
+  fi
+  if [ $(( $(date +%s) - started )) -gt 300 ]; then
+    echo "not ready after 300 s:"; cat "$log"; exit 1
+  fi
+  sleep 1
+done
+echo "ready after $(( $(date +%s) - started )) s"
+
+check_page() { # $1 = user id; expects 20 distinct post ids
+  curl -sf "$base/v1/users/$1/feed?limit=20" | python3 -c '
+import json, sys
+page = json.load(sys.stdin)
+ids = [item["post_id"] for item in page["items"]]
+assert len(ids) == 20 and len(set(ids)) == 20, page
+print(f"  {sys.argv[1]}: 20 distinct posts from {page[\"model_version\"]}, first {ids[:3]}")
+' "$1"
+}
+demo_user=$(head -n 1 models/demo/users.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+check_page "$demo_user"
+check_page "brand_new_visitor"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/$demo_user/feed?limit=0")
+[ "$code" = 400 ] || { echo "limit=0 answered $code, expected 400"; exit 1; }
+echo "  limit=0 -> 400"
+echo "resident memory: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
+
+kill -TERM "$pid"
+if wait "$pid"; then echo "clean shutdown on SIGTERM"; else echo "exit code $? after SIGTERM"; cat "$log"; exit 1; fi
+trap - EXIT
+rm -f "$log"

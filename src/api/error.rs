@@ -1,0 +1,70 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error body is `{"code": "...", "message": "..."}`. Codes are stable and
+//! machine-readable (clients switch on them); messages are for people and may change.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::feed::FeedError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("no snapshot is loaded yet; retry shortly")]
+    NotReady,
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method {0} is not allowed here")]
+    MethodNotAllowed(String),
+    #[error("the request took longer than {0} ms")]
+    Timeout(u64),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// The stable code and the status it maps to.
+    pub fn code_and_status(&self) -> (&'static str, StatusCode) {
+        match self {
+            ApiError::Feed(FeedError::InvalidLimit(_)) => ("invalid_limit", StatusCode::BAD_REQUEST),
+            ApiError::Feed(FeedError::InvalidCursor) => ("invalid_cursor", StatusCode::BAD_REQUEST),
+            ApiError::Feed(FeedError::InvalidUserId(_)) => {
+                ("invalid_user_id", StatusCode::BAD_REQUEST)
+            }
+            // A model that fails to load never reaches a request; if one ever did, it is ours.
+            ApiError::Feed(FeedError::Snapshot(_) | FeedError::Scoring(_)) => {
+                ("internal", StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            ApiError::InvalidQuery(_) => ("invalid_query", StatusCode::BAD_REQUEST),
+            ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
+            ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
+            ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
+            ApiError::Timeout(_) => ("timeout", StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code_and_status();
+        if status.is_server_error() {
+            tracing::warn!(code, error = %self, "request failed");
+        }
+        let body = ErrorBody { code, message: self.to_string() };
+        let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::NotReady) {
+            response.headers_mut().insert("retry-after", "1".parse().expect("static header"));
+        }
+        response
+    }
+}

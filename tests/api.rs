@@ -1,0 +1,298 @@
+//! The HTTP API, in-process (`tower::ServiceExt::oneshot`) and over a real socket, on a small
+//! demo world. Rankings are checked against a naive re-implementation of the blend.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+use feedrank::api::{self, AppState};
+use feedrank::candidates::IndexKind;
+use feedrank::demo::{self, DemoConfig};
+use feedrank::feed::{FeedOptions, Model};
+use feedrank::scoring;
+use feedrank::snapshot::{PostKind, Snapshot};
+
+fn small_world() -> &'static Snapshot {
+    static WORLD: OnceLock<Snapshot> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        demo::generate(&DemoConfig { posts: 4_000, users: 300, seed: 7, dim: 32 }).unwrap()
+    })
+}
+
+/// Exact retrieval, so rankings can be compared with a naive reference exactly.
+fn exact_model() -> Arc<Model> {
+    static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let options = FeedOptions { index: IndexKind::Exact, ..FeedOptions::default() };
+            Arc::new(Model::build(small_world().clone(), options).unwrap())
+        })
+        .clone()
+}
+
+fn app() -> axum::Router {
+    let state = AppState::new(Duration::from_secs(5));
+    state.serve_model(exact_model());
+    api::router(state)
+}
+
+async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
+    let response =
+        app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{uri}: body is not JSON ({e}): {bytes:?}"));
+    (status, json)
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"].as_array().unwrap().iter().map(|i| i["post_id"].as_str().unwrap().to_string()).collect()
+}
+
+fn known_user() -> String {
+    small_world().users[3].id.clone()
+}
+
+#[tokio::test]
+async fn known_user_gets_twenty_distinct_posts_and_a_cursor() {
+    let app = app();
+    let (status, page) = get(&app, &format!("/v1/users/{}/feed", known_user())).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["model_version"], small_world().manifest.model_version.as_str());
+    let ids = ids(&page);
+    assert_eq!(ids.len(), 20);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20);
+    assert!(page["next_cursor"].is_string());
+    let scores: Vec<f64> =
+        page["items"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "first page is best first: {scores:?}");
+}
+
+#[tokio::test]
+async fn unknown_user_gets_a_non_personal_feed_in_several_languages() {
+    let app = app();
+    let (status, page) = get(&app, "/v1/users/someone_new/feed?limit=20").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let ids = ids(&page);
+    assert_eq!(ids.len(), 20);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20);
+    let world = small_world();
+    let langs: HashSet<&str> = ids
+        .iter()
+        .map(|id| world.posts.iter().find(|p| &p.id == id).unwrap().lang.as_str())
+        .collect();
+    assert!(langs.len() >= 3, "a newcomer sees every language community: {langs:?}");
+}
+
+#[tokio::test]
+async fn pages_never_repeat_and_end_with_a_null_cursor() {
+    let app = app();
+    for user in [known_user(), "visitor".to_string()] {
+        let mut seen = HashSet::new();
+        let mut uri = format!("/v1/users/{user}/feed?limit=100");
+        let mut pages = 0;
+        loop {
+            let (status, page) = get(&app, &uri).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            for id in ids(&page) {
+                assert!(seen.insert(id.clone()), "{user}: {id} repeated on page {pages}");
+            }
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(c) => uri = format!("/v1/users/{user}/feed?limit=100&cursor={c}"),
+                None => break,
+            }
+            assert!(pages < 50, "pagination must end");
+        }
+        assert_eq!(seen.len(), FeedOptions::default().max_depth, "{user}");
+    }
+}
+
+#[tokio::test]
+async fn organic_feeds_never_contain_ads() {
+    let app = app();
+    let world = small_world();
+    let ads: HashSet<&str> =
+        world.posts.iter().filter(|p| p.kind == PostKind::Ad).map(|p| p.id.as_str()).collect();
+    assert!(!ads.is_empty());
+    for user in world.users.iter().take(30).map(|u| u.id.clone()).chain(["anon".into()]) {
+        let (_, page) = get(&app, &format!("/v1/users/{user}/feed?limit=100")).await;
+        for id in ids(&page) {
+            assert!(!ads.contains(id.as_str()), "{user} was served ad {id}");
+        }
+    }
+}
+
+/// Naive reference: score every organic post exactly with the documented formula, sort.
+#[tokio::test]
+async fn first_page_matches_a_naive_reference_ranking() {
+    let app = app();
+    let model = exact_model();
+    let world = small_world();
+    let config = model.scoring();
+    let now = world.posts.iter().map(|p| p.created_at).max().unwrap();
+    for user_row in [0usize, 11, 42] {
+        let user = &world.users[user_row];
+        let u = world.user_vectors.row(user_row);
+        let mut scored: Vec<(f32, usize)> = Vec::new();
+        let mut sims: Vec<(f32, usize)> = world
+            .posts
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.kind != PostKind::Ad)
+            .map(|(row, _)| (world.post_vectors.row(row).dot(&u), row))
+            .collect();
+        sims.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(sim, row) in sims.iter().take(model.options().candidates) {
+            let p = &world.posts[row];
+            let score = config.similarity_weight * sim
+                + config.value_weight * scoring::value_score(&p.stats, config)
+                + config.freshness_weight * scoring::freshness(p.created_at, now, config);
+            scored.push((score, row));
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let expected: Vec<String> =
+            scored.iter().take(20).map(|&(_, row)| world.posts[row].id.clone()).collect();
+        let (_, page) = get(&app, &format!("/v1/users/{}/feed", user.id)).await;
+        assert_eq!(ids(&page), expected, "user {}", user.id);
+    }
+}
+
+#[tokio::test]
+async fn personal_feeds_are_closer_to_the_user_than_the_non_personal_feed() {
+    let app = app();
+    let world = small_world();
+    let row_of = |id: &str| world.posts.iter().position(|p| p.id == id).unwrap();
+    let mut personal_wins = 0;
+    for user_row in 0..20 {
+        let u = world.user_vectors.row(user_row);
+        let mean_sim = |page: &Value| {
+            let ids = ids(page);
+            ids.iter().map(|id| world.post_vectors.row(row_of(id)).dot(&u)).sum::<f32>()
+                / ids.len() as f32
+        };
+        let (_, personal) = get(&app, &format!("/v1/users/{}/feed", world.users[user_row].id)).await;
+        let (_, generic) = get(&app, "/v1/users/nobody/feed").await;
+        if mean_sim(&personal) > mean_sim(&generic) + 0.1 {
+            personal_wins += 1;
+        }
+    }
+    assert_eq!(personal_wins, 20);
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_with_stable_codes() {
+    let app = app();
+    let user = known_user();
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=101", "invalid_limit"),
+        ("limit=abc", "invalid_limit"),
+        ("limit=-1", "invalid_limit"),
+        ("limit=2.5", "invalid_limit"),
+        ("cursor=nonsense", "invalid_cursor"),
+        ("cursor=0000001400000000", "invalid_cursor"),
+    ] {
+        let (status, body) = get(&app, &format!("/v1/users/{user}/feed?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(body["code"], code, "{query}: {body}");
+        assert!(body["message"].as_str().unwrap().len() > 10, "{body}");
+    }
+    let long = "u".repeat(65);
+    let (status, body) = get(&app, &format!("/v1/users/{long}/feed")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_user_id")));
+}
+
+#[tokio::test]
+async fn a_cursor_belongs_to_its_user() {
+    let app = app();
+    let (_, page) = get(&app, &format!("/v1/users/{}/feed", known_user())).await;
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (status, body) = get(&app, &format!("/v1/users/someone_else/feed?cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_cursor");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_model() {
+    let state = AppState::new(Duration::from_secs(5));
+    let app = api::router(Arc::clone(&state));
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+    let (status, body) = get(&app, "/readyz").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+    let response = app
+        .clone()
+        .oneshot(Request::get("/v1/users/u/feed").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+
+    state.serve_model(exact_model());
+    let (status, body) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["model_version"], small_world().manifest.model_version.as_str());
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = app();
+    let (status, body) = get(&app, "/v1/nothing").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let response = app
+        .clone()
+        .oneshot(Request::post("/v1/users/u/feed").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["code"], "method_not_allowed");
+}
+
+/// A plain HTTP/1.1 exchange over TCP: no client library between us and the server.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[tokio::test]
+async fn serves_over_a_real_socket_and_shuts_down_gracefully() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(Duration::from_secs(5));
+    let options = FeedOptions { candidates: 100, ..FeedOptions::default() };
+    // The HNSW path end to end, as `feedrank serve` runs it.
+    state.serve_model(Arc::new(Model::build(small_world().clone(), options).unwrap()));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+
+    let (status, _) = raw_get(addr, "/readyz").await;
+    assert_eq!(status, 200);
+    let (status, page) = raw_get(addr, &format!("/v1/users/{}/feed", known_user())).await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&page).iter().collect::<HashSet<_>>().len(), 20);
+    let (status, body) = raw_get(addr, "/v1/users/x/feed?limit=500").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_limit")));
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+}

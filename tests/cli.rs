@@ -1,0 +1,134 @@
+//! The `feedrank` binary: `demo`, `snapshot check`, and the bundled demo world.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use feedrank::demo::{self, DemoConfig};
+use feedrank::snapshot::{self, sha256_hex};
+
+fn feedrank(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_feedrank")).args(args).output().expect("run feedrank")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn small_demo(dir: &Path, seed: &str) {
+    let out = feedrank(&[
+        "demo", "--out", dir.to_str().unwrap(), "--posts", "1500", "--users", "120", "--seed", seed,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Rewrites one data file and its checksum in the manifest, so only the edit itself is wrong.
+fn edit_file(dir: &Path, name: &str, edit: impl FnOnce(String) -> String) {
+    let path = dir.join(name);
+    let new = edit(std::fs::read_to_string(&path).unwrap());
+    std::fs::write(&path, &new).unwrap();
+    let manifest_path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    manifest["files"][name] = sha256_hex(new.as_bytes()).into();
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+}
+
+#[test]
+fn demo_writes_a_snapshot_that_check_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "5");
+    let out = feedrank(&["snapshot", "check", dir.path().to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    assert!(stdout.contains("demo-5"), "{stdout}");
+    assert!(stdout.contains("1500"), "post count in summary: {stdout}");
+}
+
+#[test]
+fn demo_is_deterministic_for_a_seed() {
+    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    small_demo(a.path(), "9");
+    small_demo(b.path(), "9");
+    small_demo(c.path(), "10");
+    for name in ["posts.npy", "posts.jsonl", "users.npy", "users.jsonl", "hashtags.jsonl"] {
+        let read = |d: &Path| std::fs::read(d.join(name)).unwrap();
+        assert_eq!(read(a.path()), read(b.path()), "{name} differs for the same seed");
+        if name != "hashtags.jsonl" {
+            assert_ne!(read(a.path()), read(c.path()), "{name} identical across seeds");
+        }
+    }
+}
+
+#[test]
+fn demo_refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "keep me").unwrap();
+    let out = feedrank(&["demo", "--out", dir.path().to_str().unwrap(), "--posts", "100"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--force"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), "keep me");
+}
+
+#[test]
+fn demo_rejects_bad_arguments_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = feedrank(&["demo", "--out", dir.path().to_str().unwrap(), "--posts", "0"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("posts"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_names_file_line_and_field_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "6");
+    edit_file(dir.path(), "posts.jsonl", |s| {
+        let mut lines: Vec<String> = s.lines().map(str::to_string).collect();
+        let mut post: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
+        post["kind"] = "promo".into();
+        lines[2] = post.to_string();
+        lines.join("\n") + "\n"
+    });
+    let out = feedrank(&["snapshot", "check", dir.path().to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("posts.jsonl:3: field `kind`"), "{stderr}");
+    assert!(stderr.contains("promo"), "{stderr}");
+}
+
+#[test]
+fn check_rejects_unknown_scoring_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "6");
+    let path = dir.path().join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest["scoring"] = serde_json::json!({"save_wieght": 2.0});
+    std::fs::write(&path, manifest.to_string()).unwrap();
+    let out = feedrank(&["snapshot", "check", dir.path().to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("manifest.json: field `scoring.save_wieght`"), "{stderr}");
+}
+
+#[test]
+fn check_of_a_missing_directory_fails_clearly() {
+    let out = feedrank(&["snapshot", "check", "/nonexistent/snapshot"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("manifest.json"), "{}", text(&out.stderr));
+}
+
+/// The bundled world is exactly what the generator writes for the default settings, so the
+/// README's serve command always runs on a world the current code can reproduce.
+#[test]
+fn bundled_demo_world_is_the_generators_default_output() {
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/demo");
+    let loaded = snapshot::load(&bundled).expect("bundled demo world is valid");
+    let default = DemoConfig::default();
+    assert_eq!(loaded.posts.len(), default.posts);
+    assert_eq!(loaded.users.len(), default.users);
+    let generated = demo::generate(&default).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    generated.write_to(dir.path()).unwrap();
+    let written = snapshot::load(dir.path()).unwrap();
+    assert_eq!(written.manifest.files, loaded.manifest.files, "regenerate models/demo");
+}
