@@ -156,11 +156,7 @@ fn read_bytes(dir: &Path, name: &str, issues: &mut Issues) -> Fetched<Vec<u8>> {
             sha256: sha256_hex(&bytes),
             content: bytes,
         },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Fetched::Absent,
-        Err(e) => {
-            issues.add(name, None, None, format!("cannot read: {e}"));
-            Fetched::Unreadable
-        }
+        Err(e) => cannot_read(name, e, issues),
     }
 }
 
@@ -174,66 +170,66 @@ struct NpyContent {
 /// Reads an `.npy` file, hashing every byte and reading the data straight into a `Vec<f32>`.
 fn read_npy(dir: &Path, name: &str, issues: &mut Issues) -> Fetched<NpyContent> {
     let path = dir.join(name);
-    let mut file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Fetched::Absent,
+    let read = File::open(&path).and_then(|file| read_npy_file(file, name, issues));
+    match read {
+        Ok(Some(fetched)) => fetched,
+        // The header is broken (and reported): hash the whole file for the checksum check,
+        // which tells a corrupted copy from a file exported wrongly.
+        Ok(None) => match std::fs::read(&path) {
+            Ok(bytes) => Fetched::Read {
+                sha256: sha256_hex(&bytes),
+                content: NpyContent {
+                    shape: None,
+                    values: None,
+                },
+            },
+            Err(e) => cannot_read(name, e, issues),
+        },
+        Err(e) => cannot_read(name, e, issues),
+    }
+}
+
+fn cannot_read<T>(name: &str, e: io::Error, issues: &mut Issues) -> Fetched<T> {
+    if e.kind() == io::ErrorKind::NotFound {
+        return Fetched::Absent;
+    }
+    issues.add(name, None, None, format!("cannot read: {e}"));
+    Fetched::Unreadable
+}
+
+/// Reads an open `.npy` file; `Ok(None)` when its header is broken (reported).
+fn read_npy_file(
+    mut file: File,
+    name: &str,
+    issues: &mut Issues,
+) -> io::Result<Option<Fetched<NpyContent>>> {
+    let file_len = file.metadata()?.len();
+    let (header, raw) = match npy::read_header(&mut file) {
+        Ok(read) => read,
         Err(e) => {
-            issues.add(name, None, None, format!("cannot read: {e}"));
-            return Fetched::Unreadable;
+            issues.add(name, None, e.field, e.message);
+            return Ok(None);
         }
     };
-    let cannot_read = |issues: &mut Issues, e: io::Error| {
-        issues.add(name, None, None, format!("cannot read: {e}"));
-        Fetched::Unreadable
-    };
-    let file_len = match file.metadata() {
-        Ok(m) => m.len(),
-        Err(e) => return cannot_read(issues, e),
-    };
     let mut hasher = Sha256::new();
+    hasher.update(&raw);
+    let data_len = file_len.saturating_sub(raw.len() as u64);
     let mut content = NpyContent {
         shape: None,
         values: None,
     };
-    // Bytes consumed so far, and whether the rest still has to be read for the hash.
-    let (header, consumed) = match npy::read_header(&mut file) {
-        Ok((header, raw)) => {
-            hasher.update(&raw);
-            let consumed = raw.len() as u64;
-            (Some(header), consumed)
-        }
-        Err(e) => {
-            issues.add(name, None, e.field, e.message);
-            (None, 0)
-        }
-    };
-    if header.is_none() {
-        // Hash the file from the start; its content is unusable anyway.
-        drop(file);
-        return match std::fs::read(&path) {
-            Ok(bytes) => Fetched::Read {
-                sha256: sha256_hex(&bytes),
-                content,
-            },
-            Err(e) => cannot_read(issues, e),
-        };
-    }
-    let header = header.expect("checked above");
-    let mut rest_read = false;
     match header.f32_matrix_shape() {
         Err(e) => issues.add(name, None, e.field, e.message),
         Ok((rows, cols)) => {
             content.shape = Some((rows, cols));
-            let data_len = file_len - consumed;
             match npy::f32_data_len(rows, cols) {
-                None => issues.add(
-                    name,
-                    None,
-                    Some("shape"),
-                    format!("shape ({rows}, {cols}) is too large"),
-                ),
-                Some(expected) if expected as u64 != data_len => {
-                    let what = if (expected as u64) > data_len {
+                Some(expected) if expected as u64 == data_len => {
+                    let values =
+                        npy::read_f32_values(&mut file, rows * cols, |b| hasher.update(b))?;
+                    content.values = Some(values);
+                }
+                Some(expected) => {
+                    let what = if expected as u64 > data_len {
                         "the file is truncated"
                     } else {
                         "the file has extra bytes after the data"
@@ -248,40 +244,27 @@ fn read_npy(dir: &Path, name: &str, issues: &mut Issues) -> Fetched<NpyContent> 
                         ),
                     );
                 }
-                Some(_) => match npy::read_f32_values(&mut file, rows * cols) {
-                    Ok(values) => {
-                        hasher.update(bytemuck::cast_slice::<f32, u8>(&values));
-                        rest_read = true;
-                        // The file may have grown since `metadata`; the hash must cover it all.
-                        let mut extra = Vec::new();
-                        if let Err(e) = file.read_to_end(&mut extra) {
-                            return cannot_read(issues, e);
-                        }
-                        if extra.is_empty() {
-                            content.values = Some(values);
-                        } else {
-                            hasher.update(&extra);
-                            issues.add(name, None, None, "the file changed while being read");
-                        }
-                    }
-                    Err(e) => return cannot_read(issues, e),
-                },
+                None => issues.add(
+                    name,
+                    None,
+                    Some("shape"),
+                    format!("shape ({rows}, {cols}) is too large"),
+                ),
             }
         }
     }
-    if !rest_read {
-        let mut rest = Vec::new();
-        if let Err(e) = file.read_to_end(&mut rest) {
-            return cannot_read(issues, e);
-        }
-        hasher.update(&rest);
+    // Hash whatever is left too (all the data when it was not read as values, otherwise
+    // normally nothing), so that the checksum covers the whole file.
+    let mut rest = Vec::new();
+    file.read_to_end(&mut rest)?;
+    if !rest.is_empty() && content.values.take().is_some() {
+        issues.add(name, None, None, "the file changed while being read");
     }
-    // Values were hashed as read; on big-endian hosts `read_f32_values` converted them
-    // afterwards, so the hash always covers the file's own bytes.
-    Fetched::Read {
+    hasher.update(&rest);
+    Ok(Some(Fetched::Read {
         sha256: hex(&hasher.finalize()),
         content,
-    }
+    }))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -687,8 +670,8 @@ fn read_manifest(dir: &Path, issues: &mut Issues) -> Option<PartialManifest> {
         ),
         None => {}
     }
-    match dim {
-        Some(v) => match v.as_u64().and_then(|d| usize::try_from(d).ok()) {
+    if let Some(v) = dim {
+        match v.as_u64().and_then(|d| usize::try_from(d).ok()) {
             Some(d) if d > 0 => manifest.dim = Some(d),
             _ => issues.add(
                 M,
@@ -696,8 +679,7 @@ fn read_manifest(dir: &Path, issues: &mut Issues) -> Option<PartialManifest> {
                 Some("dim"),
                 format!("must be a positive integer, got {v}"),
             ),
-        },
-        None => {}
+        }
     }
     match metric {
         Some(serde_json::Value::String(s)) if s == "cosine" => {

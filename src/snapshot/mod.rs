@@ -17,10 +17,14 @@ use std::collections::BTreeMap;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub use error::{Issue, SnapshotError};
+pub use error::{Issue, MAX_ISSUES, SnapshotError};
 pub use load::load;
-pub use records::{MAX_ID_BYTES, MAX_TAG_BYTES, is_normalised_hashtag, is_valid_lang};
-pub use summary::Summary;
+pub use records::{
+    MAX_ID_BYTES, MAX_LANG_BYTES, MAX_TAG_BYTES, MAX_UNIX_SECONDS, is_normalised_hashtag,
+    is_valid_lang, normalise_hashtag,
+};
+pub use summary::{Summary, TOP_HASHTAGS};
+pub use write::sha256_hex;
 
 /// The only `format_version` this build understands.
 pub const FORMAT_VERSION: u32 = 1;

@@ -181,9 +181,15 @@ pub fn f32_data_len(rows: usize, cols: usize) -> Option<usize> {
 }
 
 /// Reads `n` little-endian float32 values straight into a vector (no intermediate byte buffer).
-pub fn read_f32_values<R: Read>(r: &mut R, n: usize) -> io::Result<Vec<f32>> {
+/// `on_bytes` sees the bytes as read from `r`, before any byte-order conversion (to hash them).
+pub fn read_f32_values<R: Read>(
+    r: &mut R,
+    n: usize,
+    on_bytes: impl FnOnce(&[u8]),
+) -> io::Result<Vec<f32>> {
     let mut values = vec![0f32; n];
     r.read_exact(bytemuck::cast_slice_mut(&mut values))?;
+    on_bytes(bytemuck::cast_slice(&values));
     if cfg!(target_endian = "big") {
         for v in &mut values {
             *v = f32::from_bits(u32::from_le(v.to_bits()));
@@ -201,7 +207,7 @@ pub fn read_f32_matrix<R: Read>(mut r: R) -> Result<Array2<f32>, NpyError> {
         .checked_mul(cols)
         .filter(|_| f32_data_len(rows, cols).is_some())
         .ok_or_else(|| NpyError::new(Some("shape"), "shape is too large"))?;
-    let values = read_f32_values(&mut r, n).map_err(|e| {
+    let values = read_f32_values(&mut r, n, |_| {}).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             NpyError::new(
                 None,
