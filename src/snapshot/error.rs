@@ -100,6 +100,13 @@ impl Issues {
         self.push(Issue::new(file, line, field.map(str::to_string), message));
     }
 
+    /// Appends the issues of `other` (a list gathered on another thread), keeping the cap.
+    pub(crate) fn extend(&mut self, other: Issues) {
+        for issue in other.list {
+            self.push(issue);
+        }
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         self.full
     }

@@ -144,20 +144,10 @@ impl<T> LoadedPair<T> {
 }
 
 /// A file's fate: absent, unreadable (already reported), or read with its sha256.
-enum Fetched<T> {
+enum Fetched<T, H = String> {
     Absent,
     Unreadable,
-    Read { sha256: String, content: T },
-}
-
-fn read_bytes(dir: &Path, name: &str, issues: &mut Issues) -> Fetched<Vec<u8>> {
-    match std::fs::read(dir.join(name)) {
-        Ok(bytes) => Fetched::Read {
-            sha256: sha256_hex(&bytes),
-            content: bytes,
-        },
-        Err(e) => cannot_read(name, e, issues),
-    }
+    Read { sha256: H, content: T },
 }
 
 /// An `.npy` file as read: its header shape if the header is sound, and its values if the
@@ -189,7 +179,7 @@ fn read_npy(dir: &Path, name: &str, issues: &mut Issues) -> Fetched<NpyContent> 
     }
 }
 
-fn cannot_read<T>(name: &str, e: io::Error, issues: &mut Issues) -> Fetched<T> {
+fn cannot_read<T, H>(name: &str, e: io::Error, issues: &mut Issues) -> Fetched<T, H> {
     if e.kind() == io::ErrorKind::NotFound {
         return Fetched::Absent;
     }
@@ -278,22 +268,66 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Reads, hashes and checks one pair, reporting absence, listing and checksum problems, the
 /// `.npy` header and values, the JSONL records, and their agreement.
-fn load_pair<T>(
+fn load_pair<T: Send>(
     dir: &Path,
     spec: &'static PairSpec,
     manifest: &PartialManifest,
     issues: &mut Issues,
     parse: fn(&str, &[u8], &mut Issues) -> Parsed<T>,
 ) -> LoadedPair<T> {
-    let npy_file = read_npy(dir, spec.npy, issues);
-    let jsonl_file = read_bytes(dir, spec.jsonl, issues);
+    let jsonl_bytes = match std::fs::read(dir.join(spec.jsonl)) {
+        Ok(bytes) => Fetched::Read {
+            sha256: (),
+            content: bytes,
+        },
+        Err(e) => cannot_read(spec.jsonl, e, issues),
+    };
+    // Three independent jobs run side by side: reading, hashing and checking the `.npy`;
+    // hashing the JSONL; parsing the JSONL (itself split in two when large). Each has its
+    // own issue list, merged below in a fixed order so that reports do not depend on timing.
+    let mut npy_issues = Issues::default();
+    let mut jsonl_issues = Issues::default();
+    let (npy_file, jsonl_sha, records) = std::thread::scope(|s| {
+        let npy = s.spawn(|| {
+            let mut fetched = read_npy(dir, spec.npy, &mut npy_issues);
+            if let Fetched::Read {
+                content:
+                    NpyContent {
+                        shape: Some((_, cols)),
+                        values: Some(values),
+                    },
+                ..
+            } = &mut fetched
+            {
+                check_rows(spec.npy, *cols, values, manifest.metric, &mut npy_issues);
+            }
+            fetched
+        });
+        let (sha, records) = match &jsonl_bytes {
+            Fetched::Read { content, .. } => {
+                let sha = s.spawn(|| sha256_hex(content));
+                let records = parse(spec.jsonl, content, &mut jsonl_issues);
+                (Some(join(sha)), Some(records))
+            }
+            _ => (None, None),
+        };
+        (join(npy), sha, records)
+    });
+    let jsonl_file = match jsonl_bytes {
+        Fetched::Read { .. } => Fetched::Read {
+            sha256: jsonl_sha.expect("hashed when read"),
+            content: (),
+        },
+        Fetched::Absent => Fetched::Absent,
+        Fetched::Unreadable => Fetched::Unreadable,
+    };
     let mut pair = LoadedPair {
         spec,
         npy_present: !matches!(npy_file, Fetched::Absent),
         jsonl_present: !matches!(jsonl_file, Fetched::Absent),
         absence_reported: false,
         matrix: None,
-        records: None,
+        records,
     };
     for (name, present, other, other_present) in [
         (spec.npy, pair.npy_present, spec.jsonl, pair.jsonl_present),
@@ -328,14 +362,12 @@ fn load_pair<T>(
         }
     }
 
+    issues.extend(npy_issues);
+    issues.extend(jsonl_issues);
     let npy = match npy_file {
         Fetched::Read { content, .. } => Some(content),
         _ => None,
     };
-    if let Fetched::Read { content, .. } = &jsonl_file {
-        pair.records = Some(parse(spec.jsonl, content, issues));
-    }
-    drop(jsonl_file);
 
     if let Some(NpyContent { shape, values }) = npy {
         if let Some((rows, cols)) = shape {
@@ -366,12 +398,18 @@ fn load_pair<T>(
                 );
             }
         }
-        if let (Some((rows, cols)), Some(mut values)) = (shape, values) {
-            check_rows(spec.npy, cols, &mut values, manifest.metric, issues);
+        if let (Some((rows, cols)), Some(values)) = (shape, values) {
             pair.matrix = Some((rows, cols, values));
         }
     }
     pair
+}
+
+/// Joins a scoped thread, passing on its panic.
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn fetched_sha<T>(f: &Fetched<T>) -> Option<&str> {

@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, Visitor};
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization};
 
 use super::error::Issues;
 use super::{Hashtag, Post, PostKind, Stats, User};
@@ -79,6 +79,9 @@ fn hashtag_problem(tag: &str) -> Option<String> {
             "hashtag {tag:?} contains whitespace or control characters"
         ));
     }
+    if plainly_normalised(tag) {
+        return None;
+    }
     let normal = normalise_hashtag(tag);
     if normal != tag {
         return Some(format!(
@@ -87,6 +90,21 @@ fn hashtag_problem(tag: &str) -> Option<String> {
         ));
     }
     None
+}
+
+/// A fast sufficient test for `normalise_hashtag(tag) == tag` (given no whitespace or control
+/// characters), so that the common case allocates nothing: no leading `#`, every character
+/// its own lower case, and NFKC (always so for ASCII).
+fn plainly_normalised(tag: &str) -> bool {
+    !tag.starts_with('#')
+        && if tag.is_ascii() {
+            !tag.bytes().any(|b| b.is_ascii_uppercase())
+        } else {
+            tag.chars().all(|c| {
+                let mut lower = c.to_lowercase();
+                lower.next() == Some(c) && lower.next().is_none()
+            }) && unicode_normalization::is_nfkc_quick(tag.chars()) == IsNormalized::Yes
+        }
 }
 
 fn id_problem(value: &str) -> Option<String> {
@@ -135,25 +153,74 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     body.split(|&b| b == b'\n').filter(move |_| !empty)
 }
 
+/// Files smaller than this are parsed on one thread.
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
 /// Parses every line of `file` as `R`, turns it into `T` with `check`, and reports each defect.
-/// Keeps going after a bad line so that one run lists as many problems as possible.
+/// Keeps going after a bad line so that one run lists as many problems as possible. Large
+/// files are parsed in two halves on two threads; the result is the same as in one pass.
 fn parse_jsonl<R, T>(
     file: &str,
     bytes: &[u8],
     issues: &mut Issues,
-    mut check: impl FnMut(R, &mut LineIssues<'_>) -> T,
+    check: impl Fn(R, &mut LineIssues<'_>) -> T + Sync,
+) -> Parsed<T>
+where
+    R: DeserializeOwned,
+    T: Send,
+{
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let half = bytes.len() / 2;
+    // Split just after a newline, so that both halves hold whole lines.
+    let split = (threads > 1 && bytes.len() >= PARALLEL_MIN_BYTES)
+        .then(|| bytes[half..].iter().position(|&b| b == b'\n'))
+        .flatten()
+        .map(|i| half + i + 1);
+    let Some(split) = split else {
+        return parse_chunk(file, bytes, 1, issues, &check);
+    };
+    let (head, tail) = bytes.split_at(split);
+    let head_lines = count_newlines(head);
+    let mut tail_issues = Issues::default();
+    let (mut parsed, tail_parsed) = std::thread::scope(|s| {
+        let tail = s.spawn(|| parse_chunk(file, tail, head_lines + 1, &mut tail_issues, &check));
+        let head = parse_chunk(file, head, 1, issues, &check);
+        let tail = tail
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (head, tail)
+    });
+    issues.extend(tail_issues);
+    parsed.records.extend(tail_parsed.records);
+    parsed.lines.extend(tail_parsed.lines);
+    parsed.line_count = head_lines + tail_parsed.line_count;
+    parsed
+}
+
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
+
+/// Parses the lines of `chunk`, the first of which is line `first_line` of `file`.
+fn parse_chunk<R, T>(
+    file: &str,
+    chunk: &[u8],
+    first_line: usize,
+    issues: &mut Issues,
+    check: &impl Fn(R, &mut LineIssues<'_>) -> T,
 ) -> Parsed<T>
 where
     R: DeserializeOwned,
 {
+    let capacity = count_newlines(chunk) + 1;
     let mut parsed = Parsed {
-        records: Vec::new(),
-        lines: Vec::new(),
+        records: Vec::with_capacity(capacity),
+        lines: Vec::with_capacity(capacity),
         line_count: 0,
     };
-    for (i, line) in lines(bytes).enumerate() {
-        let line_no = i + 1;
-        parsed.line_count = line_no;
+    for (i, line) in lines(chunk).enumerate() {
+        let line_no = first_line + i;
+        parsed.line_count = i + 1;
         if issues.is_full() {
             // Keep counting lines (cheap) so the row-count check stays meaningful.
             continue;
@@ -232,6 +299,13 @@ impl LineIssues<'_> {
 
 /// Parses one line, returning the field at fault and a readable message on error.
 fn parse_line<R: DeserializeOwned>(line: &[u8]) -> Result<R, (Option<String>, String)> {
+    // Tracking the path costs time on every line; only a failed line is parsed again with it.
+    let mut de = serde_json::Deserializer::from_slice(line);
+    if let Ok(value) = R::deserialize(MapOnly(&mut de))
+        && de.end().is_ok()
+    {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(line);
     let value = serde_path_to_error::deserialize(MapOnly(&mut de)).map_err(|e| {
         let path = e.path().to_string();
@@ -774,6 +848,68 @@ mod tests {
     }
 
     #[test]
+    fn large_files_parse_in_halves_exactly_as_in_one_pass() {
+        let mut text = String::new();
+        let n = 2 * PARALLEL_MIN_BYTES / GOOD.len() + 100;
+        for i in 1..=n {
+            let line = match i {
+                3 => "{broken".to_string(),
+                7 => String::new(),
+                _ if i == n / 2 || i == n / 2 + 1 => String::new(),
+                _ if i == n - 5 => GOOD.replace("\"p1\"", "\"p_10\""),
+                _ if i == n - 2 => GOOD.replace("\"ad\"", "\"promo\""),
+                _ => GOOD.replace("\"p1\"", &format!("\"p_{i}\"")),
+            };
+            text.push_str(&line);
+            text.push('\n');
+        }
+        assert!(text.len() > PARALLEL_MIN_BYTES);
+        let mut split_issues = Issues::default();
+        let split = parse_posts("posts.jsonl", text.as_bytes(), &mut split_issues);
+        let mut one_issues = Issues::default();
+        let mut one = parse_chunk(
+            "posts.jsonl",
+            text.as_bytes(),
+            1,
+            &mut one_issues,
+            &|raw: RawPost, _: &mut LineIssues<'_>| raw.id,
+        );
+        check_unique(
+            "posts.jsonl",
+            &one,
+            "id",
+            "post id",
+            &mut one_issues,
+            |id| id,
+        );
+        assert_eq!(split.line_count, n);
+        assert_eq!(split.lines, one.lines);
+        let ids: Vec<&str> = split.records.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            one.records.iter().map(String::as_str).collect::<Vec<_>>()
+        );
+        let lines_of = |issues: Issues| -> Vec<(Option<usize>, Option<String>)> {
+            issues
+                .into_error()
+                .issues()
+                .iter()
+                .map(|i| (i.line, i.field.clone()))
+                .collect()
+        };
+        let expected = vec![
+            (Some(3), None),
+            (Some(7), None),
+            (Some(n / 2), None),
+            (Some(n / 2 + 1), None),
+            (Some(n - 2), Some("kind".to_string())),
+            (Some(n - 5), Some("id".to_string())),
+        ];
+        assert_eq!(lines_of(split_issues), expected);
+        assert_eq!(lines_of(one_issues), expected);
+    }
+
+    #[test]
     fn trailing_garbage_and_non_objects_are_malformed() {
         let issues = issues_of(format!("{GOOD} x").as_bytes());
         assert!(
@@ -795,5 +931,23 @@ mod tests {
         );
         let issues = issues_of(format!("\u{feff}{GOOD}").as_bytes());
         assert!(issues[0].message.contains("byte-order mark"), "{issues:?}");
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        // The fast path may only accept tags the full normalisation leaves unchanged.
+        #[test]
+        fn fast_path_agrees_with_normalisation(s in "\\PC{1,8}|[a-zA-Z#ÀÉİΣσςẞß\u{301}\u{0130}]{1,6}") {
+            prop_assume!(!s.chars().any(|c| c.is_whitespace() || c.is_control()));
+            if plainly_normalised(&s) {
+                prop_assert_eq!(normalise_hashtag(&s), s);
+            }
+        }
     }
 }
