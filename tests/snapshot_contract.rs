@@ -540,6 +540,19 @@ fn rejects_hashtags_jsonl_without_hashtags_npy() {
 }
 
 #[test]
+fn reports_unreadable_files() {
+    let fx = Fixture::new();
+    for name in ["users.npy", "posts.jsonl"] {
+        fx.remove(name);
+        fs::create_dir(fx.path(name)).unwrap();
+    }
+    let issues = fx.issues();
+    assert_eq!(issues.len(), 2, "{issues:#?}");
+    assert_has(&issues, "users.npy", None, None, "cannot read");
+    assert_has(&issues, "posts.jsonl", None, None, "cannot read");
+}
+
+#[test]
 fn rejects_data_file_not_listed() {
     let fx = Fixture::new();
     fx.unlist("hashtags.jsonl");

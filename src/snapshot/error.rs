@@ -3,7 +3,8 @@
 use std::fmt;
 
 /// Most issues [`SnapshotError::Invalid`] lists. When a snapshot has more defects, the last
-/// entry says that the list was cut short (and validation stops early to save time).
+/// entry says that the list was cut short (and the remaining lines of the file being checked
+/// are only counted, to save time).
 pub const MAX_ISSUES: usize = 100;
 
 /// One defect found in a snapshot, located as precisely as the contract asks:
@@ -82,7 +83,7 @@ impl Issues {
                 None,
                 None,
                 format!(
-                    "too many problems: only the first {} are listed, and checking stopped here",
+                    "too many problems: only the first {} are listed",
                     MAX_ISSUES - 1
                 ),
             ));

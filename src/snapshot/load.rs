@@ -173,7 +173,8 @@ fn read_npy(dir: &Path, name: &str, issues: &mut Issues) -> Fetched<NpyContent> 
                     values: None,
                 },
             },
-            Err(e) => cannot_read(name, e, issues),
+            // Reported already, as the header's read error.
+            Err(_) => Fetched::Unreadable,
         },
         Err(e) => cannot_read(name, e, issues),
     }

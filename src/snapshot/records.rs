@@ -1,8 +1,8 @@
 //! Parsing and validating JSONL records (posts, users, hashtags).
 //!
-//! Each line is parsed with typed serde structs (fast, and `serde_path_to_error` names the
-//! field at fault), then checked for what types cannot express (lengths, language codes,
-//! hashtag normal form, uniqueness). Keys are strict everywhere: an unknown key, such as a
+//! Each line is parsed with typed serde structs (fast; a line that fails is parsed again with
+//! `serde_path_to_error` to name the field at fault), then checked for what types cannot
+//! express (lengths, language codes, hashtag normal form, uniqueness). Keys are strict everywhere: an unknown key, such as a
 //! misspelt `"savs"` in `stats`, is an error rather than being ignored while the real field
 //! silently takes its default.
 
@@ -351,7 +351,7 @@ pub(crate) fn describe_json_error(path: &str, err: &serde_json::Error) -> (Optio
             .split_once(", expected ")
             .map(|(_, e)| format!(", expected {}", e.replace('`', "")))
             .unwrap_or_default();
-        // Depending on the serde version the path may or may not end with the key already.
+        // The tracked path may already end with the unknown key.
         let field = if path == key || path.ends_with(&format!(".{key}")) {
             path.to_string()
         } else {
@@ -867,7 +867,7 @@ mod tests {
         let mut split_issues = Issues::default();
         let split = parse_posts("posts.jsonl", text.as_bytes(), &mut split_issues);
         let mut one_issues = Issues::default();
-        let mut one = parse_chunk(
+        let one = parse_chunk(
             "posts.jsonl",
             text.as_bytes(),
             1,
