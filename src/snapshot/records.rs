@@ -177,14 +177,28 @@ where
         .flatten()
         .map(|i| half + i + 1);
     let Some(split) = split else {
-        return parse_chunk(file, bytes, 1, issues, &check);
+        let capacity = count_newlines(bytes) + 1;
+        return parse_chunk(file, bytes, 1, capacity, issues, &check);
     };
     let (head, tail) = bytes.split_at(split);
     let head_lines = count_newlines(head);
     let mut tail_issues = Issues::default();
     let (mut parsed, tail_parsed) = std::thread::scope(|s| {
-        let tail = s.spawn(|| parse_chunk(file, tail, head_lines + 1, &mut tail_issues, &check));
-        let head = parse_chunk(file, head, 1, issues, &check);
+        let tail = s.spawn(|| {
+            let capacity = count_newlines(tail) + 1;
+            parse_chunk(
+                file,
+                tail,
+                head_lines + 1,
+                capacity,
+                &mut tail_issues,
+                &check,
+            )
+        });
+        // Room for the tail's records too (about as many: the split is at half the bytes),
+        // so that appending them does not move the head's.
+        let capacity = 2 * head_lines + 16;
+        let head = parse_chunk(file, head, 1, capacity, issues, &check);
         let tail = tail
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -201,18 +215,19 @@ fn count_newlines(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count()
 }
 
-/// Parses the lines of `chunk`, the first of which is line `first_line` of `file`.
+/// Parses the lines of `chunk`, the first of which is line `first_line` of `file`, into
+/// vectors with room for `capacity` records.
 fn parse_chunk<R, T>(
     file: &str,
     chunk: &[u8],
     first_line: usize,
+    capacity: usize,
     issues: &mut Issues,
     check: &impl Fn(R, &mut LineIssues<'_>) -> T,
 ) -> Parsed<T>
 where
     R: DeserializeOwned,
 {
-    let capacity = count_newlines(chunk) + 1;
     let mut parsed = Parsed {
         records: Vec::with_capacity(capacity),
         lines: Vec::with_capacity(capacity),
@@ -871,6 +886,7 @@ mod tests {
             "posts.jsonl",
             text.as_bytes(),
             1,
+            n,
             &mut one_issues,
             &|raw: RawPost, _: &mut LineIssues<'_>| raw.id,
         );
