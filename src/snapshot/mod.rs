@@ -97,7 +97,7 @@ pub struct Stats {
 pub struct Post {
     pub id: String,
     pub author: String,
-    /// A language code (`en`, `zh`, ...) or `mixed`.
+    /// A language code (`en`, `zh`, ...) or `mixed`; [`load`] stores it in lower case.
     pub lang: String,
     pub hashtags: Vec<String>,
     pub kind: PostKind,
@@ -110,6 +110,7 @@ pub struct Post {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
+    /// Language codes, in lower case once loaded.
     pub langs: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
@@ -121,7 +122,8 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hashtag {
     pub tag: String,
-    /// Display form per language code, e.g. `{"en": "#cats", "zh": "#猫"}`.
+    /// Display form per language code, e.g. `{"en": "#cats", "zh": "#猫"}` (codes in lower
+    /// case once loaded; display forms kept as written).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub display: BTreeMap<String, String>,
 }
