@@ -17,10 +17,13 @@ use std::collections::BTreeMap;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub use error::{Issue, SnapshotError};
+pub use error::{Issue, MAX_ISSUES, SnapshotError};
 pub use load::load;
-pub use records::{MAX_ID_BYTES, MAX_TAG_BYTES, is_normalised_hashtag, is_valid_lang};
-pub use summary::Summary;
+pub use records::{
+    MAX_ID_BYTES, MAX_LANG_BYTES, MAX_TAG_BYTES, MAX_UNIX_SECONDS, is_normalised_hashtag,
+    is_valid_lang, normalise_hashtag,
+};
+pub use summary::{Summary, TOP_HASHTAGS};
 pub use write::sha256_hex;
 
 /// The only `format_version` this build understands.
@@ -94,7 +97,7 @@ pub struct Stats {
 pub struct Post {
     pub id: String,
     pub author: String,
-    /// A language code (`en`, `zh`, ...) or `mixed`.
+    /// A language code (`en`, `zh`, ...) or `mixed`; [`load`] stores it in lower case.
     pub lang: String,
     pub hashtags: Vec<String>,
     pub kind: PostKind,
@@ -107,6 +110,7 @@ pub struct Post {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct User {
     pub id: String,
+    /// Language codes, in lower case once loaded.
     pub langs: Vec<String>,
     /// Unix seconds.
     pub created_at: i64,
@@ -118,7 +122,8 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hashtag {
     pub tag: String,
-    /// Display form per language code, e.g. `{"en": "#cats", "zh": "#猫"}`.
+    /// Display form per language code, e.g. `{"en": "#cats", "zh": "#猫"}` (codes in lower
+    /// case once loaded; display forms kept as written).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub display: BTreeMap<String, String>,
 }
