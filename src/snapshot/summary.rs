@@ -223,9 +223,3 @@ mod tests {
         assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "summary")
-    }
-}
