@@ -196,18 +196,23 @@ async fn run_service(config: ServeConfig) -> ExitCode {
     tracing::info!(addr = %config.addr, snapshot = %dir.display(), "listening; loading snapshot");
 
     // Load off the runtime: /healthz answers at once, /readyz turns 200 when the model serves.
+    // A load that fails, or panics, stops the service: serving nothing forever helps nobody.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     let loading_state = Arc::clone(&state);
     let options = config.feed;
-    tokio::task::spawn_blocking(move || match Model::load(&dir, options) {
-        Ok(model) => {
-            tracing::info!(model_version = model.model_version(), "ready");
-            loading_state.serve_model(Arc::new(model));
+    tokio::spawn(async move {
+        let load_dir = dir.clone();
+        let loaded = tokio::task::spawn_blocking(move || Model::load(&load_dir, options)).await;
+        match loaded {
+            Ok(Ok(model)) => {
+                tracing::info!(model_version = model.model_version(), "ready");
+                loading_state.serve_model(Arc::new(model));
+                return;
+            }
+            Ok(Err(e)) => report_load_failure(&dir, &e),
+            Err(panic) => tracing::error!(snapshot = %dir.display(), "loading panicked: {panic}"),
         }
-        Err(e) => {
-            report_load_failure(&dir, &e);
-            let _ = failed_tx.send(());
-        }
+        let _ = failed_tx.send(());
     });
 
     let load_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -215,7 +220,10 @@ async fn run_service(config: ServeConfig) -> ExitCode {
     let shutdown = async move {
         tokio::select! {
             () = shutdown_signal() => tracing::info!("shutting down"),
-            Ok(()) = failed_rx => flag.store(true, std::sync::atomic::Ordering::SeqCst),
+            Ok(()) = failed_rx => {
+                tracing::error!("cannot serve: the snapshot failed to load");
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
     };
     if let Err(e) = api::serve(listener, state, shutdown).await {
@@ -237,7 +245,6 @@ fn report_load_failure(dir: &Path, error: &FeedError) {
         }
         other => tracing::error!(snapshot = %dir.display(), "{other}"),
     }
-    tracing::error!(snapshot = %dir.display(), "cannot serve: the snapshot failed to load");
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -265,7 +272,10 @@ async fn shutdown_signal() {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -57,7 +57,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status) = self.code_and_status();
-        if status.is_server_error() {
+        if status == StatusCode::INTERNAL_SERVER_ERROR || matches!(self, ApiError::Timeout(_)) {
             tracing::warn!(code, error = %self, "request failed");
         }
         let body = ErrorBody { code, message: self.to_string() };
