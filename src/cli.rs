@@ -12,10 +12,14 @@ use crate::config::{LogFormat, ServeConfig};
 use crate::demo::{self, DemoConfig};
 use crate::feed::{FeedError, Model};
 use crate::scoring::ScoringConfig;
-use crate::snapshot::{self, files, Issue, Summary};
+use crate::snapshot::{self, Issue, Summary, files};
 
 #[derive(Debug, Parser)]
-#[command(name = "feedrank", version, about = "Feed ranking: HNSW retrieval blended with value-first, low-ad scoring")]
+#[command(
+    name = "feedrank",
+    version,
+    about = "Feed ranking: HNSW retrieval blended with value-first, low-ad scoring"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Snapshot { command: SnapshotCommand::Check { dir } } => check(&dir),
+        Command::Snapshot {
+            command: SnapshotCommand::Check { dir },
+        } => check(&dir),
         Command::Demo(args) => write_demo(args),
     }
 }
@@ -110,7 +116,11 @@ fn check(dir: &Path) -> ExitCode {
     for issue in &issues {
         eprintln!("error: {issue}");
     }
-    eprintln!("{}: {} problem(s); the snapshot is rejected", dir.display(), issues.len());
+    eprintln!(
+        "{}: {} problem(s); the snapshot is rejected",
+        dir.display(),
+        issues.len()
+    );
     ExitCode::FAILURE
 }
 
@@ -122,7 +132,12 @@ fn write_demo(args: DemoArgs) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let config = DemoConfig { posts: args.posts, users: args.users, seed: args.seed, dim: args.dim };
+    let config = DemoConfig {
+        posts: args.posts,
+        users: args.users,
+        seed: args.seed,
+        dim: args.dim,
+    };
     let started = Instant::now();
     let snapshot = match demo::generate(&config) {
         Ok(s) => s,
@@ -149,7 +164,9 @@ fn write_demo(args: DemoArgs) -> ExitCode {
 }
 
 fn dir_has_entries(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map(|mut entries| entries.next().is_some()).unwrap_or(false)
+    std::fs::read_dir(dir)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false)
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
@@ -173,7 +190,10 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.log_format = format;
     }
     init_logging(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -31,7 +31,10 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -71,7 +74,10 @@ impl Default for ServeConfig {
 impl ServeConfig {
     /// Reads a TOML config file; unknown keys are errors (a typo must not pass silently).
     pub fn from_file(path: &Path) -> Result<ServeConfig, ConfigError> {
-        let file_error = |message: String| ConfigError::File { path: path.to_path_buf(), message };
+        let file_error = |message: String| ConfigError::File {
+            path: path.to_path_buf(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
         let config: ServeConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
         config.validate()?;
@@ -79,7 +85,12 @@ impl ServeConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, message: &str| Err(ConfigError::Invalid { field, message: message.into() });
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.into(),
+            })
+        };
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms", "must be at least 1");
         }
@@ -94,7 +105,10 @@ impl ServeConfig {
             return invalid("feed.hnsw_max_connections", "must be from 2 to 255");
         }
         if f.hnsw_ef_construction == 0 || f.hnsw_ef_search == 0 {
-            return invalid("feed.hnsw_ef_construction / hnsw_ef_search", "must be at least 1");
+            return invalid(
+                "feed.hnsw_ef_construction / hnsw_ef_search",
+                "must be at least 1",
+            );
         }
         Ok(())
     }

@@ -15,7 +15,7 @@ use crate::candidates::{IndexKind, Pools, Retriever};
 use crate::index::HnswParams;
 use crate::policy::{self, Scored};
 use crate::scoring::{self, ScoringConfig, ScoringError};
-use crate::snapshot::{self, Snapshot, SnapshotError, MAX_ID_BYTES};
+use crate::snapshot::{self, MAX_ID_BYTES, Snapshot, SnapshotError};
 
 /// Page sizes a request may ask for.
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
@@ -234,11 +234,18 @@ impl Model {
         let page = ranked.get(offset..end.min(ranked.len())).unwrap_or(&[]);
         let items = page
             .iter()
-            .map(|s| FeedItem { post_id: &self.snapshot.posts[s.row as usize].id, score: s.score })
+            .map(|s| FeedItem {
+                post_id: &self.snapshot.posts[s.row as usize].id,
+                score: s.score,
+            })
             .collect();
-        let next_cursor =
-            (ranked.len() > end && end < self.options.max_depth).then(|| cursor::encode(end, user_id));
-        Ok(FeedPage { model_version: self.model_version(), items, next_cursor })
+        let next_cursor = (ranked.len() > end && end < self.options.max_depth)
+            .then(|| cursor::encode(end, user_id));
+        Ok(FeedPage {
+            model_version: self.model_version(),
+            items,
+            next_cursor,
+        })
     }
 
     /// Similar posts blended with their value, best first; topped up from the non-personal
@@ -259,7 +266,10 @@ impl Model {
         if ranked.len() < depth {
             let mut taken: Vec<u32> = ranked.iter().map(|s| s.row).collect();
             taken.sort_unstable();
-            let top_up = self.popular.iter().filter(|s| taken.binary_search(&s.row).is_err());
+            let top_up = self
+                .popular
+                .iter()
+                .filter(|s| taken.binary_search(&s.row).is_err());
             let missing = depth - ranked.len();
             ranked.extend(top_up.take(missing));
         }
@@ -269,8 +279,14 @@ impl Model {
 
 /// Organic posts by their viewer-independent score, languages interleaved, `depth` long.
 fn popular_ranking(snapshot: &Snapshot, pools: &Pools, prior: &[f32], depth: usize) -> Vec<Scored> {
-    let mut ranked: Vec<Scored> =
-        pools.organic.iter().map(|&row| Scored { row, score: prior[row as usize] }).collect();
+    let mut ranked: Vec<Scored> = pools
+        .organic
+        .iter()
+        .map(|&row| Scored {
+            row,
+            score: prior[row as usize],
+        })
+        .collect();
     policy::order_by_score(&mut ranked);
     let mut lang_ids: HashMap<&str, usize> = HashMap::new();
     let post_lang: Vec<usize> = snapshot

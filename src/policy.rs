@@ -12,7 +12,10 @@ pub struct Scored {
 /// Best first; equal scores by row, so the same inputs always give the same page.
 pub fn order_by_score(scored: &mut [Scored]) {
     scored.sort_unstable_by(|a, b| {
-        b.score.partial_cmp(&a.score).unwrap_or(Ordering::Equal).then(a.row.cmp(&b.row))
+        b.score
+            .partial_cmp(&a.score)
+            .unwrap_or(Ordering::Equal)
+            .then(a.row.cmp(&b.row))
     });
 }
 
@@ -59,7 +62,10 @@ mod tests {
     fn orders_best_first_with_row_tiebreak() {
         let mut v = vec![s(3, 0.5), s(1, 0.9), s(2, 0.5), s(0, 0.1)];
         order_by_score(&mut v);
-        assert_eq!(v.iter().map(|x| x.row).collect::<Vec<_>>(), vec![1, 2, 3, 0]);
+        assert_eq!(
+            v.iter().map(|x| x.row).collect::<Vec<_>>(),
+            vec![1, 2, 3, 0]
+        );
     }
 
     #[test]
@@ -71,7 +77,10 @@ mod tests {
             5 => 2,
             _ => 0,
         };
-        let rows: Vec<u32> = interleave_by_language(&ranked, lang).iter().map(|x| x.row).collect();
+        let rows: Vec<u32> = interleave_by_language(&ranked, lang)
+            .iter()
+            .map(|x| x.row)
+            .collect();
         assert_eq!(rows, vec![0, 4, 5, 1, 2, 3]);
     }
 

@@ -104,7 +104,10 @@ impl ScoringConfig {
             merged.insert(key.clone(), value.clone());
         }
         let config: ScoringConfig = serde_json::from_value(serde_json::Value::Object(merged))
-            .map_err(|e| ScoringError { field: "?".into(), message: e.to_string() })?;
+            .map_err(|e| ScoringError {
+                field: "?".into(),
+                message: e.to_string(),
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -116,7 +119,11 @@ impl ScoringConfig {
             ("similarity_weight", self.similarity_weight, f32::MIN),
             ("value_weight", self.value_weight, f32::MIN),
             ("freshness_weight", self.freshness_weight, f32::MIN),
-            ("freshness_half_life_hours", self.freshness_half_life_hours, f32::MIN_POSITIVE),
+            (
+                "freshness_half_life_hours",
+                self.freshness_half_life_hours,
+                f32::MIN_POSITIVE,
+            ),
             ("save_weight", self.save_weight, 0.0),
             ("share_weight", self.share_weight, 0.0),
             ("comment_weight", self.comment_weight, 0.0),
@@ -129,10 +136,17 @@ impl ScoringConfig {
         ];
         for (field, value, min) in knobs {
             if !value.is_finite() {
-                return Err(ScoringError { field: field.into(), message: "must be finite".into() });
+                return Err(ScoringError {
+                    field: field.into(),
+                    message: "must be finite".into(),
+                });
             }
             if value < min {
-                let bound = if min > 0.0 { "greater than 0" } else { "at least 0" };
+                let bound = if min > 0.0 {
+                    "greater than 0"
+                } else {
+                    "at least 0"
+                };
                 return Err(ScoringError {
                     field: field.into(),
                     message: format!("must be {bound}, got {value}"),
@@ -176,22 +190,46 @@ mod tests {
     use super::*;
 
     fn stats(views: u64, saves: u64, hides: u64) -> Stats {
-        Stats { views, saves, hides, ..Stats::default() }
+        Stats {
+            views,
+            saves,
+            hides,
+            ..Stats::default()
+        }
     }
 
     #[test]
     fn saves_are_worth_more_than_likes() {
         let c = ScoringConfig::default();
-        let saved = Stats { views: 1000, saves: 50, ..Stats::default() };
-        let liked = Stats { views: 1000, likes: 50, ..Stats::default() };
+        let saved = Stats {
+            views: 1000,
+            saves: 50,
+            ..Stats::default()
+        };
+        let liked = Stats {
+            views: 1000,
+            likes: 50,
+            ..Stats::default()
+        };
         assert!(value_score(&saved, &c) > value_score(&liked, &c));
     }
 
     #[test]
     fn clickbait_scores_below_a_post_people_keep() {
         let c = ScoringConfig::default();
-        let clickbait = Stats { views: 50_000, likes: 2_000, saves: 50, ..Stats::default() };
-        let kept = Stats { views: 2_000, likes: 100, saves: 200, comments: 40, ..Stats::default() };
+        let clickbait = Stats {
+            views: 50_000,
+            likes: 2_000,
+            saves: 50,
+            ..Stats::default()
+        };
+        let kept = Stats {
+            views: 2_000,
+            likes: 100,
+            saves: 200,
+            comments: 40,
+            ..Stats::default()
+        };
         assert!(value_score(&kept, &c) > value_score(&clickbait, &c));
     }
 
@@ -210,15 +248,28 @@ mod tests {
     fn hides_and_reports_push_value_negative() {
         let c = ScoringConfig::default();
         assert!(value_score(&stats(1000, 10, 50), &c) < 0.0);
-        let reported = Stats { views: 1000, saves: 30, reports: 5, ..Stats::default() };
-        let clean = Stats { views: 1000, saves: 30, ..Stats::default() };
+        let reported = Stats {
+            views: 1000,
+            saves: 30,
+            reports: 5,
+            ..Stats::default()
+        };
+        let clean = Stats {
+            views: 1000,
+            saves: 30,
+            ..Stats::default()
+        };
         assert!(value_score(&reported, &c) < value_score(&clean, &c));
     }
 
     #[test]
     fn value_stays_in_range() {
         let c = ScoringConfig::default();
-        for s in [stats(0, 0, 0), stats(1, 1_000_000, 0), stats(1, 0, 1_000_000)] {
+        for s in [
+            stats(0, 0, 0),
+            stats(1, 1_000_000, 0),
+            stats(1, 0, 1_000_000),
+        ] {
             let v = value_score(&s, &c);
             assert!((-1.0..=1.0).contains(&v), "{v}");
         }
@@ -256,7 +307,10 @@ mod tests {
     #[test]
     fn out_of_range_and_non_numeric_overrides_are_errors() {
         for (body, field) in [
-            (serde_json::json!({"freshness_half_life_hours": 0}), "freshness_half_life_hours"),
+            (
+                serde_json::json!({"freshness_half_life_hours": 0}),
+                "freshness_half_life_hours",
+            ),
             (serde_json::json!({"hide_weight": -1}), "hide_weight"),
             (serde_json::json!({"value_scale": "big"}), "value_scale"),
         ] {

@@ -21,7 +21,13 @@ use feedrank::snapshot::{PostKind, Snapshot};
 fn small_world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
     WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig { posts: 4_000, users: 300, seed: 7, dim: 32 }).unwrap()
+        demo::generate(&DemoConfig {
+            posts: 4_000,
+            users: 300,
+            seed: 7,
+            dim: 32,
+        })
+        .unwrap()
     })
 }
 
@@ -30,7 +36,10 @@ fn exact_model() -> Arc<Model> {
     static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let options = FeedOptions { index: IndexKind::Exact, ..FeedOptions::default() };
+            let options = FeedOptions {
+                index: IndexKind::Exact,
+                ..FeedOptions::default()
+            };
             Arc::new(Model::build(small_world().clone(), options).unwrap())
         })
         .clone()
@@ -43,8 +52,11 @@ fn app() -> axum::Router {
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let response =
-        app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     let json = serde_json::from_slice(&bytes)
@@ -53,7 +65,12 @@ async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
 }
 
 fn ids(page: &Value) -> Vec<String> {
-    page["items"].as_array().unwrap().iter().map(|i| i["post_id"].as_str().unwrap().to_string()).collect()
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["post_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn known_user() -> String {
@@ -65,14 +82,24 @@ async fn known_user_gets_twenty_distinct_posts_and_a_cursor() {
     let app = app();
     let (status, page) = get(&app, &format!("/v1/users/{}/feed", known_user())).await;
     assert_eq!(status, StatusCode::OK, "{page}");
-    assert_eq!(page["model_version"], small_world().manifest.model_version.as_str());
+    assert_eq!(
+        page["model_version"],
+        small_world().manifest.model_version.as_str()
+    );
     let ids = ids(&page);
     assert_eq!(ids.len(), 20);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20);
     assert!(page["next_cursor"].is_string());
-    let scores: Vec<f64> =
-        page["items"].as_array().unwrap().iter().map(|i| i["score"].as_f64().unwrap()).collect();
-    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "first page is best first: {scores:?}");
+    let scores: Vec<f64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "first page is best first: {scores:?}"
+    );
 }
 
 #[tokio::test]
@@ -86,9 +113,20 @@ async fn unknown_user_gets_a_non_personal_feed_in_several_languages() {
     let world = small_world();
     let langs: HashSet<&str> = ids
         .iter()
-        .map(|id| world.posts.iter().find(|p| &p.id == id).unwrap().lang.as_str())
+        .map(|id| {
+            world
+                .posts
+                .iter()
+                .find(|p| &p.id == id)
+                .unwrap()
+                .lang
+                .as_str()
+        })
         .collect();
-    assert!(langs.len() >= 3, "a newcomer sees every language community: {langs:?}");
+    assert!(
+        langs.len() >= 3,
+        "a newcomer sees every language community: {langs:?}"
+    );
 }
 
 #[tokio::test]
@@ -102,7 +140,10 @@ async fn pages_never_repeat_and_end_with_a_null_cursor() {
             let (status, page) = get(&app, &uri).await;
             assert_eq!(status, StatusCode::OK, "{page}");
             for id in ids(&page) {
-                assert!(seen.insert(id.clone()), "{user}: {id} repeated on page {pages}");
+                assert!(
+                    seen.insert(id.clone()),
+                    "{user}: {id} repeated on page {pages}"
+                );
             }
             pages += 1;
             match page["next_cursor"].as_str() {
@@ -119,10 +160,20 @@ async fn pages_never_repeat_and_end_with_a_null_cursor() {
 async fn organic_feeds_never_contain_ads() {
     let app = app();
     let world = small_world();
-    let ads: HashSet<&str> =
-        world.posts.iter().filter(|p| p.kind == PostKind::Ad).map(|p| p.id.as_str()).collect();
+    let ads: HashSet<&str> = world
+        .posts
+        .iter()
+        .filter(|p| p.kind == PostKind::Ad)
+        .map(|p| p.id.as_str())
+        .collect();
     assert!(!ads.is_empty());
-    for user in world.users.iter().take(30).map(|u| u.id.clone()).chain(["anon".into()]) {
+    for user in world
+        .users
+        .iter()
+        .take(30)
+        .map(|u| u.id.clone())
+        .chain(["anon".into()])
+    {
         let (_, page) = get(&app, &format!("/v1/users/{user}/feed?limit=100")).await;
         for id in ids(&page) {
             assert!(!ads.contains(id.as_str()), "{user} was served ad {id}");
@@ -158,8 +209,11 @@ async fn first_page_matches_a_naive_reference_ranking() {
             scored.push((score, row));
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let expected: Vec<String> =
-            scored.iter().take(20).map(|&(_, row)| world.posts[row].id.clone()).collect();
+        let expected: Vec<String> = scored
+            .iter()
+            .take(20)
+            .map(|&(_, row)| world.posts[row].id.clone())
+            .collect();
         let (_, page) = get(&app, &format!("/v1/users/{}/feed", user.id)).await;
         assert_eq!(ids(&page), expected, "user {}", user.id);
     }
@@ -175,10 +229,16 @@ async fn personal_feeds_are_closer_to_the_user_than_the_non_personal_feed() {
         let u = world.user_vectors.row(user_row);
         let mean_sim = |page: &Value| {
             let ids = ids(page);
-            ids.iter().map(|id| world.post_vectors.row(row_of(id)).dot(&u)).sum::<f32>()
+            ids.iter()
+                .map(|id| world.post_vectors.row(row_of(id)).dot(&u))
+                .sum::<f32>()
                 / ids.len() as f32
         };
-        let (_, personal) = get(&app, &format!("/v1/users/{}/feed", world.users[user_row].id)).await;
+        let (_, personal) = get(
+            &app,
+            &format!("/v1/users/{}/feed", world.users[user_row].id),
+        )
+        .await;
         let (_, generic) = get(&app, "/v1/users/nobody/feed").await;
         if mean_sim(&personal) > mean_sim(&generic) + 0.1 {
             personal_wins += 1;
@@ -207,7 +267,10 @@ async fn bad_parameters_are_400_with_stable_codes() {
     }
     let long = "u".repeat(65);
     let (status, body) = get(&app, &format!("/v1/users/{long}/feed")).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_user_id")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_user_id"))
+    );
 }
 
 #[tokio::test]
@@ -215,7 +278,11 @@ async fn a_cursor_belongs_to_its_user() {
     let app = app();
     let (_, page) = get(&app, &format!("/v1/users/{}/feed", known_user())).await;
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (status, body) = get(&app, &format!("/v1/users/someone_else/feed?cursor={cursor}")).await;
+    let (status, body) = get(
+        &app,
+        &format!("/v1/users/someone_else/feed?cursor={cursor}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["code"], "invalid_cursor");
 }
@@ -226,10 +293,17 @@ async fn readiness_follows_the_model() {
     let app = api::router(Arc::clone(&state));
     assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
     let (status, body) = get(&app, "/readyz").await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("not_ready"))
+    );
     let response = app
         .clone()
-        .oneshot(Request::get("/v1/users/u/feed").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/v1/users/u/feed")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -238,17 +312,27 @@ async fn readiness_follows_the_model() {
     state.serve_model(exact_model());
     let (status, body) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body["model_version"], small_world().manifest.model_version.as_str());
+    assert_eq!(
+        body["model_version"],
+        small_world().manifest.model_version.as_str()
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = app();
     let (status, body) = get(&app, "/v1/nothing").await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let response = app
         .clone()
-        .oneshot(Request::post("/v1/users/u/feed").body(Body::empty()).unwrap())
+        .oneshot(
+            Request::post("/v1/users/u/feed")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -276,9 +360,14 @@ async fn serves_over_a_real_socket_and_shuts_down_gracefully() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = AppState::new(Duration::from_secs(5));
-    let options = FeedOptions { candidates: 100, ..FeedOptions::default() };
+    let options = FeedOptions {
+        candidates: 100,
+        ..FeedOptions::default()
+    };
     // The HNSW path end to end, as `feedrank serve` runs it.
-    state.serve_model(Arc::new(Model::build(small_world().clone(), options).unwrap()));
+    state.serve_model(Arc::new(
+        Model::build(small_world().clone(), options).unwrap(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(api::serve(listener, state, async {
         let _ = stop_rx.await;
@@ -290,9 +379,19 @@ async fn serves_over_a_real_socket_and_shuts_down_gracefully() {
     assert_eq!(status, 200);
     assert_eq!(ids(&page).iter().collect::<HashSet<_>>().len(), 20);
     let (status, body) = raw_get(addr, "/v1/users/x/feed?limit=500").await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_limit")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_limit"))
+    );
 
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap().unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }

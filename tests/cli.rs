@@ -7,7 +7,10 @@ use feedrank::demo::{self, DemoConfig};
 use feedrank::snapshot::{self, sha256_hex};
 
 fn feedrank(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_feedrank")).args(args).output().expect("run feedrank")
+    Command::new(env!("CARGO_BIN_EXE_feedrank"))
+        .args(args)
+        .output()
+        .expect("run feedrank")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -16,7 +19,15 @@ fn text(bytes: &[u8]) -> String {
 
 fn small_demo(dir: &Path, seed: &str) {
     let out = feedrank(&[
-        "demo", "--out", dir.to_str().unwrap(), "--posts", "1500", "--users", "120", "--seed", seed,
+        "demo",
+        "--out",
+        dir.to_str().unwrap(),
+        "--posts",
+        "1500",
+        "--users",
+        "120",
+        "--seed",
+        seed,
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
@@ -30,7 +41,11 @@ fn edit_file(dir: &Path, name: &str, edit: impl FnOnce(String) -> String) {
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
     manifest["files"][name] = sha256_hex(new.as_bytes()).into();
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    std::fs::write(
+        &manifest_path,
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -41,20 +56,38 @@ fn demo_writes_a_snapshot_that_check_accepts() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
     assert!(stdout.contains("demo-5"), "{stdout}");
-    assert!(stdout.contains("1500"), "post count in summary: {stdout}");
+    assert!(stdout.contains("1,500"), "post count in summary: {stdout}");
 }
 
 #[test]
 fn demo_is_deterministic_for_a_seed() {
-    let (a, b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b, c) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     small_demo(a.path(), "9");
     small_demo(b.path(), "9");
     small_demo(c.path(), "10");
-    for name in ["posts.npy", "posts.jsonl", "users.npy", "users.jsonl", "hashtags.jsonl"] {
+    for name in [
+        "posts.npy",
+        "posts.jsonl",
+        "users.npy",
+        "users.jsonl",
+        "hashtags.jsonl",
+    ] {
         let read = |d: &Path| std::fs::read(d.join(name)).unwrap();
-        assert_eq!(read(a.path()), read(b.path()), "{name} differs for the same seed");
+        assert_eq!(
+            read(a.path()),
+            read(b.path()),
+            "{name} differs for the same seed"
+        );
         if name != "hashtags.jsonl" {
-            assert_ne!(read(a.path()), read(c.path()), "{name} identical across seeds");
+            assert_ne!(
+                read(a.path()),
+                read(c.path()),
+                "{name} identical across seeds"
+            );
         }
     }
 }
@@ -63,16 +96,35 @@ fn demo_is_deterministic_for_a_seed() {
 fn demo_refuses_to_overwrite_without_force() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "keep me").unwrap();
-    let out = feedrank(&["demo", "--out", dir.path().to_str().unwrap(), "--posts", "100"]);
+    let out = feedrank(&[
+        "demo",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--posts",
+        "100",
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("--force"), "{}", text(&out.stderr));
-    assert_eq!(std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(), "keep me");
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "keep me"
+    );
 }
 
 #[test]
 fn demo_rejects_bad_arguments_naming_them() {
     let dir = tempfile::tempdir().unwrap();
-    let out = feedrank(&["demo", "--out", dir.path().to_str().unwrap(), "--posts", "0"]);
+    let out = feedrank(&[
+        "demo",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--posts",
+        "0",
+    ]);
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("posts"), "{}", text(&out.stderr));
 }
@@ -107,14 +159,21 @@ fn check_rejects_unknown_scoring_keys() {
     let out = feedrank(&["snapshot", "check", dir.path().to_str().unwrap()]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("manifest.json: field `scoring.save_wieght`"), "{stderr}");
+    assert!(
+        stderr.contains("manifest.json: field `scoring.save_wieght`"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_of_a_missing_directory_fails_clearly() {
     let out = feedrank(&["snapshot", "check", "/nonexistent/snapshot"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("manifest.json"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("manifest.json"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// The bundled world is exactly what the generator writes for the default settings, so the
@@ -130,5 +189,8 @@ fn bundled_demo_world_is_the_generators_default_output() {
     let dir = tempfile::tempdir().unwrap();
     generated.write_to(dir.path()).unwrap();
     let written = snapshot::load(dir.path()).unwrap();
-    assert_eq!(written.manifest.files, loaded.manifest.files, "regenerate models/demo");
+    assert_eq!(
+        written.manifest.files, loaded.manifest.files,
+        "regenerate models/demo"
+    );
 }

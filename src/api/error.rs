@@ -3,9 +3,9 @@
 //! Every error body is `{"code": "...", "message": "..."}`. Codes are stable and
 //! machine-readable (clients switch on them); messages are for people and may change.
 
+use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 
 use crate::feed::FeedError;
@@ -36,7 +36,9 @@ impl ApiError {
     /// The stable code and the status it maps to.
     pub fn code_and_status(&self) -> (&'static str, StatusCode) {
         match self {
-            ApiError::Feed(FeedError::InvalidLimit(_)) => ("invalid_limit", StatusCode::BAD_REQUEST),
+            ApiError::Feed(FeedError::InvalidLimit(_)) => {
+                ("invalid_limit", StatusCode::BAD_REQUEST)
+            }
             ApiError::Feed(FeedError::InvalidCursor) => ("invalid_cursor", StatusCode::BAD_REQUEST),
             ApiError::Feed(FeedError::InvalidUserId(_)) => {
                 ("invalid_user_id", StatusCode::BAD_REQUEST)
@@ -60,10 +62,15 @@ impl IntoResponse for ApiError {
         if status == StatusCode::INTERNAL_SERVER_ERROR || matches!(self, ApiError::Timeout(_)) {
             tracing::warn!(code, error = %self, "request failed");
         }
-        let body = ErrorBody { code, message: self.to_string() };
+        let body = ErrorBody {
+            code,
+            message: self.to_string(),
+        };
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::NotReady) {
-            response.headers_mut().insert("retry-after", "1".parse().expect("static header"));
+            response
+                .headers_mut()
+                .insert("retry-after", "1".parse().expect("static header"));
         }
         response
     }

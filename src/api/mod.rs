@@ -26,7 +26,7 @@ use tracing::Level;
 
 pub use error::ApiError;
 
-use crate::feed::{FeedRequest, Model, DEFAULT_LIMIT};
+use crate::feed::{DEFAULT_LIMIT, FeedRequest, Model};
 
 /// What the handlers share: the model being served (none until the first load finishes).
 pub struct AppState {
@@ -36,7 +36,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(request_timeout: Duration) -> Arc<AppState> {
-        Arc::new(AppState { model: ArcSwapOption::empty(), request_timeout })
+        Arc::new(AppState {
+            model: ArcSwapOption::empty(),
+            request_timeout,
+        })
     }
 
     /// Starts serving `model`. Requests already running finish on the model they started with.
@@ -57,7 +60,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
+        .layer(middleware::from_fn(move |req, next| {
+            with_timeout(timeout, req, next)
+        }))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -76,7 +81,9 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +106,11 @@ async fn feed(
             .map_err(|_| crate::feed::FeedError::InvalidLimit(format!("{raw:?}")))?,
     };
     let model = state.model().ok_or(ApiError::NotReady)?;
-    let request = FeedRequest { user_id: &user_id, limit, cursor: query.cursor.as_deref() };
+    let request = FeedRequest {
+        user_id: &user_id,
+        limit,
+        cursor: query.cursor.as_deref(),
+    };
     let page = model.feed(&request)?;
     Ok(Json(page).into_response())
 }
@@ -112,12 +123,18 @@ struct Health {
 }
 
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", model_version: None })
+    Json(Health {
+        status: "ok",
+        model_version: None,
+    })
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
     let model = state.model().ok_or(ApiError::NotReady)?;
-    Ok(Json(Health { status: "ready", model_version: Some(model.model_version().to_string()) }))
+    Ok(Json(Health {
+        status: "ready",
+        model_version: Some(model.model_version().to_string()),
+    }))
 }
 
 async fn not_found(request: Request) -> ApiError {
