@@ -265,6 +265,13 @@ async fn bad_parameters_are_400_with_stable_codes() {
         assert_eq!(body["code"], code, "{query}: {body}");
         assert!(body["message"].as_str().unwrap().len() > 10, "{body}");
     }
+    let (status, body) = get(&app, "/v1/users/%FF%FE/feed").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_path"))
+    );
+    let (status, body) = get(&app, &format!("/v1/users/{user}/feed?limit=%FF")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let long = "u".repeat(65);
     let (status, body) = get(&app, &format!("/v1/users/{long}/feed")).await;
     assert_eq!(

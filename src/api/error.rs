@@ -16,6 +16,8 @@ pub enum ApiError {
     Feed(#[from] FeedError),
     #[error("{0}")]
     InvalidQuery(String),
+    #[error("{0}")]
+    InvalidPath(String),
     #[error("no snapshot is loaded yet; retry shortly")]
     NotReady,
     #[error("no route for {0}")]
@@ -48,6 +50,7 @@ impl ApiError {
                 ("internal", StatusCode::INTERNAL_SERVER_ERROR)
             }
             ApiError::InvalidQuery(_) => ("invalid_query", StatusCode::BAD_REQUEST),
+            ApiError::InvalidPath(_) => ("invalid_path", StatusCode::BAD_REQUEST),
             ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),

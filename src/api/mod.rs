@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
@@ -95,9 +95,10 @@ struct FeedQuery {
 
 async fn feed(
     State(state): State<Arc<AppState>>,
-    Path(user_id): Path<String>,
+    user_id: Result<Path<String>, PathRejection>,
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
     let limit = match query.limit.as_deref() {
         None => DEFAULT_LIMIT,
