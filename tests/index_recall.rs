@@ -41,14 +41,9 @@ fn world() -> &'static World {
         let rows: Vec<u32> = (0..N as u32).collect();
         let exact = ExactIndex::build(&vectors, &rows, Metric::Cosine);
         let start = Instant::now();
-        // Unoptimised builds run hnsw_rs's generic code unoptimised too: a construction beam a
-        // third of the default builds several times faster, and a wider search beam makes up
-        // the recall.
-        let params = HnswParams {
-            max_connections: 16,
-            ef_construction: 64,
-            ef_search: 200,
-        };
+        // The service's defaults: M = 16, ef_construction = 200, and a search beam of
+        // max(ef_search, k) = 100 for a top-100.
+        let params = HnswParams::default();
         let hnsw = HnswIndex::build(&vectors, &rows, Metric::Cosine, params);
         eprintln!("built HNSW over {N} points in {:.1?}", start.elapsed());
         World {
