@@ -194,3 +194,59 @@ fn bundled_demo_world_is_the_generators_default_output() {
         "regenerate models/demo"
     );
 }
+
+/// Runs `feedrank serve` and waits for it to exit on its own (it must, within a minute).
+fn serve_until_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feedrank"))
+        .arg("serve")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start feedrank serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("feedrank serve kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn serve_refuses_a_broken_snapshot_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "8");
+    edit_file(dir.path(), "posts.jsonl", |s| {
+        s.replacen("\"organic\"", "\"promo\"", 1)
+    });
+    let (code, stderr) = serve_until_exit(&[
+        "--snapshot",
+        dir.path().to_str().unwrap(),
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("field `kind`"), "{stderr}");
+    assert!(stderr.contains("failed to load"), "{stderr}");
+}
+
+#[test]
+fn serve_rejects_a_config_file_with_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("feedrank.toml");
+    std::fs::write(&config, "adr = \"127.0.0.1:0\"\n").unwrap();
+    let (code, stderr) = serve_until_exit(&["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("adr"), "{stderr}");
+}
+
+#[test]
+fn serve_rejects_a_bad_address_naming_the_flag() {
+    let (code, stderr) = serve_until_exit(&["--addr", "not-an-address"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--addr"), "{stderr}");
+}
