@@ -34,7 +34,8 @@ import json, sys
 page = json.load(sys.stdin)
 ids = [item["post_id"] for item in page["items"]]
 assert len(ids) == 20 and len(set(ids)) == 20, page
-print(f"  {sys.argv[1]}: 20 distinct posts from {page[\"model_version\"]}, first {ids[:3]}")
+version = page["model_version"]
+print(f"  {sys.argv[1]}: 20 distinct posts from {version}, first {ids[:3]}")
 ' "$1"
 }
 demo_user=$(head -n 1 models/demo/users.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
