@@ -85,8 +85,8 @@ impl UpperLayer {
 }
 
 /// Approximate nearest neighbours on an HNSW graph built by hnsw_rs and searched from flat
-/// arrays: about an eighth of hnsw_rs's memory, and several times faster per query (see
-/// `benches/retrieval.rs`).
+/// arrays: about a sixth of hnsw_rs's memory (at 64-d, mostly the vectors), and three to eight
+/// times faster per query (see `benches/retrieval.rs`).
 pub struct FlatHnswIndex {
     dim: usize,
     /// Floats per stored row: `dim` rounded up to whole cache lines, zero-padded.
