@@ -1,21 +1,79 @@
-//! Retrieval latency at 100,000 clustered 64-d posts: exact scan against the HNSW graph.
+//! Retrieval latency at 100,000 clustered 64-d posts: exact scan against the HNSW graph, searched
+//! by hnsw_rs and from its flat copy.
 //!
 //! One query per iteration, cycling through a fixed query set. The graph is built once, outside
-//! the timed loops; its build time and the recall of each configuration go to stderr.
+//! the timed loops; its build time, the memory each index holds and the recall of each
+//! configuration go to stderr.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashSet;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use feedrank::index::{
-    ExactIndex, HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, synthetic,
+    ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, synthetic,
 };
 use feedrank::snapshot::Metric;
 
-// As in the service: hnsw_rs allocates per point and per query.
+// As in the service (hnsw_rs allocates per point and per query), counting live bytes while the
+// indexes are built so their memory can be reported.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+/// Counts live heap bytes while `COUNTING` is on; otherwise one relaxed load per call.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to mimalloc; the counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: the caller upholds `alloc`'s contract.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        // SAFETY: `ptr` came from this allocator, i.e. from mimalloc, with `layout`.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: the caller upholds `alloc_zeroed`'s contract.
+        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        // SAFETY: the caller upholds `realloc`'s contract.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[inline]
+fn count(bytes: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// `make()`'s result and the heap bytes it still holds once built (requested sizes, without the
+/// allocator's rounding). Allocations made outside `make` on other threads would be counted too:
+/// the benchmark runs nothing else meanwhile.
+fn measured<T>(make: impl FnOnce() -> T) -> (T, usize) {
+    LIVE.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+    let value = make();
+    COUNTING.store(false, Ordering::Relaxed);
+    (value, LIVE.load(Ordering::Relaxed).max(0) as usize)
+}
+
+const MB: f64 = 1024.0 * 1024.0;
 
 const N: usize = 100_000;
 const DIM: usize = 64;
@@ -37,8 +95,11 @@ fn even(row: u32) -> bool {
     row.is_multiple_of(2)
 }
 
+/// `search(query, k, ef, filter)`.
+type Search<'a> = dyn Fn(&[f32], usize, usize, Option<RowFilter<'_>>) -> Vec<Neighbor> + 'a;
+
 fn recall(
-    hnsw: &HnswIndex,
+    search: &Search<'_>,
     exact: &ExactIndex,
     queries: &[Vec<f32>],
     (k, ef): (usize, usize),
@@ -47,11 +108,7 @@ fn recall(
     let found: usize = queries
         .iter()
         .map(|q| {
-            let got: HashSet<u32> = hnsw
-                .search_with_ef(q, k, ef, filter)
-                .iter()
-                .map(|n| n.row)
-                .collect();
+            let got: HashSet<u32> = search(q, k, ef, filter).iter().map(|n| n.row).collect();
             exact
                 .search(q, k, filter)
                 .iter()
@@ -91,22 +148,40 @@ fn retrieval(c: &mut Criterion) {
 
     let params = HnswParams::default();
     let start = Instant::now();
-    let hnsw = HnswIndex::build(&vectors, &rows, Metric::Cosine, params);
+    let (hnsw, hnsw_bytes) = measured(|| HnswIndex::build(&vectors, &rows, Metric::Cosine, params));
     eprintln!(
         "HNSW build, {N} x {DIM} (M = {}, ef_construction = {}): {:.1?}",
         params.max_connections,
         params.ef_construction,
         start.elapsed()
     );
-    let recall_of = |config, filter| recall(&hnsw, &exact, &queries, config, filter);
+    let start = Instant::now();
+    let (flat, flat_bytes) = measured(|| FlatHnswIndex::from_hnsw(&hnsw));
+    eprintln!("flat copy of the graph: {:.1?}", start.elapsed());
     eprintln!(
-        "recall over {QUERIES} queries: @200 ef 200 {:.4}; @10 ef 64 {:.4}; \
-         @200 ef 200 without ads {:.4}; @200 ef 200 even rows {:.4}",
-        recall_of((200, 200), None),
-        recall_of((10, 64), None),
-        recall_of((200, 200), Some(&organic)),
-        recall_of((200, 200), Some(&even)),
+        "heap held: hnsw_rs {:.1} MB ({} B/point), flat {:.1} MB ({} B/point; memory_bytes() \
+         {:.1} MB), exact {:.1} MB",
+        hnsw_bytes as f64 / MB,
+        hnsw_bytes / N,
+        flat_bytes as f64 / MB,
+        flat_bytes / N,
+        flat.memory_bytes() as f64 / MB,
+        (N * DIM * 4) as f64 / MB,
     );
+    let by_hnsw_rs = |q: &[f32], k, ef, f: Option<RowFilter<'_>>| hnsw.search_with_ef(q, k, ef, f);
+    let by_flat = |q: &[f32], k, ef, f: Option<RowFilter<'_>>| flat.search_with_ef(q, k, ef, f);
+    let searches: [(&str, &Search<'_>); 2] = [("hnsw_rs", &by_hnsw_rs), ("flat", &by_flat)];
+    for (name, search) in searches {
+        let recall_of = |config, filter| recall(search, &exact, &queries, config, filter);
+        eprintln!(
+            "{name} recall over {QUERIES} queries: @200 ef 200 {:.4}; @10 ef 64 {:.4}; \
+             @200 ef 200 without ads {:.4}; @200 ef 200 even rows {:.4}",
+            recall_of((200, 200), None),
+            recall_of((10, 64), None),
+            recall_of((200, 200), Some(&organic)),
+            recall_of((200, 200), Some(&even)),
+        );
+    }
 
     bench_queries(c, "exact/top200", &queries, |q| exact.search(q, 200, None));
     bench_queries(c, "hnsw/top200_ef200", &queries, |q| {
@@ -122,6 +197,20 @@ fn retrieval(c: &mut Criterion) {
     // Half the rows excluded: hnsw_rs's filtered search, which never stops early.
     bench_queries(c, "hnsw/top200_ef200_even", &queries, |q| {
         hnsw.search_with_ef(q, 200, 200, Some(&even))
+    });
+
+    bench_queries(c, "flat/top200_ef200", &queries, |q| {
+        flat.search_with_ef(q, 200, 200, None)
+    });
+    bench_queries(c, "flat/top10_ef64", &queries, |q| {
+        flat.search_with_ef(q, 10, 64, None)
+    });
+    // Filters apply inside the flat search, with its early stop.
+    bench_queries(c, "flat/top200_ef200_organic", &queries, |q| {
+        flat.search_with_ef(q, 200, 200, Some(&organic))
+    });
+    bench_queries(c, "flat/top200_ef200_even", &queries, |q| {
+        flat.search_with_ef(q, 200, 200, Some(&even))
     });
 }
 

@@ -233,6 +233,51 @@ impl HnswIndex {
     pub fn ef_search(&self) -> usize {
         self.ef_search
     }
+
+    /// Graph data id `i` is row `rows()[i]`.
+    pub(super) fn rows(&self) -> &[u32] {
+        &self.rows
+    }
+
+    /// Hands every node of the graph to `visit` as plain data, for [`super::FlatHnswIndex`] to
+    /// copy, and returns the position of a node on the top layer to enter the graph by (`None`
+    /// for an empty graph).
+    pub(super) fn export_graph(&self, mut visit: impl FnMut(GraphNode<'_>)) -> Option<u32> {
+        let graph = self.graph.as_ref()?;
+        let points = graph.get_point_indexation();
+        for point in points {
+            let level = usize::from(point.get_point_id().0);
+            let mut layers = point.get_neighborhood_id();
+            layers.truncate(level + 1);
+            let links = layers
+                .iter()
+                .map(|layer| layer.iter().map(|n| position(n.d_id)).collect())
+                .collect();
+            visit(GraphNode {
+                position: position(point.get_origin_id()),
+                vector: point.get_v(),
+                links,
+            });
+        }
+        // hnsw_rs keeps its entry point private; any node on the top layer serves, as the top
+        // layer is itself a connected graph.
+        let top = usize::from(points.get_max_level_observed());
+        let entry = points.get_layer_iterator(top).next()?;
+        Some(position(entry.get_origin_id()))
+    }
+}
+
+/// Data id `i` is position `i` in the pool, which is below `u32::MAX` as rows are `u32`.
+fn position(id: DataId) -> u32 {
+    u32::try_from(id).expect("pool positions fit in u32")
+}
+
+/// One node of the graph: its position in the pool, its vector as stored in the graph, and its
+/// neighbours' positions on each layer from 0 up to its own level.
+pub(super) struct GraphNode<'a> {
+    pub position: u32,
+    pub vector: &'a [f32],
+    pub links: Vec<Vec<u32>>,
 }
 
 impl std::fmt::Debug for HnswIndex {

@@ -1,9 +1,11 @@
 //! Nearest-neighbour search over embedding matrices.
 //!
 //! [`NeighborIndex`] is the one interface; [`ExactIndex`] (a vectorised scan, the reference and
-//! the choice for small pools) and [`HnswIndex`] (hnsw_rs graph) implement it.
+//! the choice for small pools), [`HnswIndex`] (hnsw_rs graph) and [`FlatHnswIndex`] (the same
+//! graph copied into flat arrays, searched without hnsw_rs) implement it.
 
 mod exact;
+mod flat;
 mod hnsw;
 pub mod synthetic;
 
@@ -12,6 +14,7 @@ use ndarray::Array2;
 use crate::snapshot::Metric;
 
 pub use exact::ExactIndex;
+pub use flat::FlatHnswIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 
 /// A search hit: `row` is the row of the matrix the index was built from.
