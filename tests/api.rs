@@ -402,3 +402,32 @@ async fn serves_over_a_real_socket_and_shuts_down_gracefully() {
         "listener closed"
     );
 }
+
+/// The service's default (HNSW) retrieval ranks like exact retrieval: first pages agree.
+#[tokio::test]
+async fn hnsw_feeds_agree_with_exact_feeds() {
+    let world = small_world();
+    let hnsw = Model::build(world.clone(), FeedOptions::default()).unwrap();
+    let exact = exact_model();
+    let (mut shared, mut total) = (0usize, 0usize);
+    for user in world.users.iter().take(50) {
+        let request = feedrank::feed::FeedRequest {
+            user_id: &user.id,
+            limit: 20,
+            cursor: None,
+        };
+        let a: HashSet<&str> = hnsw
+            .feed(&request)
+            .unwrap()
+            .items
+            .iter()
+            .map(|i| i.post_id)
+            .collect();
+        let b = exact.feed(&request).unwrap();
+        shared += b.items.iter().filter(|i| a.contains(i.post_id)).count();
+        total += b.items.len();
+    }
+    let overlap = shared as f64 / total as f64;
+    eprintln!("first-page overlap, HNSW vs exact retrieval: {overlap:.4}");
+    assert!(overlap >= 0.95, "overlap {overlap:.4}");
+}
