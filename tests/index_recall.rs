@@ -189,36 +189,34 @@ fn results_name_rows_of_the_matrix_not_positions_in_the_pool() {
     );
 }
 
-#[test]
-fn dot_metric_ranks_raw_inner_products() {
-    // Clustered directions with norms between 0.25 and 4: the largest inner product is often
-    // not the closest direction.
+/// Clustered directions with norms between 0.25 and 4 (the largest inner product is often not
+/// the closest direction), and queries longer than any row (scores above the largest squared
+/// row norm must not break the graph's non-negative distance).
+fn check_dot_metric(name: &str, build: fn(&Array2<f32>, &[u32]) -> Box<dyn NeighborIndex>) {
     let n = 2_000;
     let mut vectors = synthetic::clustered(n, 32, 30, 0.5, 3);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     for mut row in vectors.rows_mut() {
         row *= rng.random_range(0.25f32..4.0);
     }
-    // Queries longer than any row: scores above the largest squared row norm must not break
-    // the graph's non-negative distance.
     let mut queries = synthetic::queries(50, 32, 30, 0.5, 3);
     queries *= 10.0;
     let pool: Vec<u32> = (0..n as u32).collect();
     let exact = ExactIndex::build(&vectors, &pool, Metric::Dot);
-    let hnsw = HnswIndex::build(&vectors, &pool, Metric::Dot, HnswParams::default());
+    let index = build(&vectors, &pool);
     let mut total = 0.0;
     for q in queries.rows() {
         let q = q.as_slice().unwrap();
         let truth = exact.search(q, 10, None);
-        let got = hnsw.search(q, 10, None);
+        let got = index.search(q, 10, None);
         assert_eq!(got.len(), 10);
         assert_best_first(&got);
-        assert_eq!(got[0].row, truth[0].row, "top hit differs");
+        assert_eq!(got[0].row, truth[0].row, "{name}: top hit differs");
         for n in &got {
             let expected = exact_dot(&vectors, n.row, q);
             assert!(
                 (n.similarity - expected).abs() < 1e-4 * expected.abs().max(1.0),
-                "row {}: similarity {} but q·x = {expected}",
+                "{name}: row {}: similarity {} but q·x = {expected}",
                 n.row,
                 n.similarity
             );
@@ -226,8 +224,20 @@ fn dot_metric_ranks_raw_inner_products() {
         total += recall(&got, &truth);
     }
     let mean = total / 50.0;
-    eprintln!("HNSW recall@10 under the dot metric: {mean:.4}");
-    assert!(mean >= 0.95, "dot recall@10 = {mean:.4}");
+    eprintln!("{name} recall@10 under the dot metric: {mean:.4}");
+    assert!(mean >= 0.95, "{name}: dot recall@10 = {mean:.4}");
+}
+
+#[test]
+fn dot_metric_ranks_raw_inner_products() {
+    check_dot_metric("HNSW", |v, pool| {
+        Box::new(HnswIndex::build(
+            v,
+            pool,
+            Metric::Dot,
+            HnswParams::default(),
+        ))
+    });
 }
 
 #[test]
@@ -371,39 +381,14 @@ fn flat_results_name_rows_of_the_matrix() {
 
 #[test]
 fn flat_dot_metric_ranks_raw_inner_products() {
-    let n = 2_000;
-    let mut vectors = synthetic::clustered(n, 32, 30, 0.5, 3);
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for mut row in vectors.rows_mut() {
-        row *= rng.random_range(0.25f32..4.0);
-    }
-    let mut queries = synthetic::queries(50, 32, 30, 0.5, 3);
-    queries *= 10.0;
-    let pool: Vec<u32> = (0..n as u32).collect();
-    let exact = ExactIndex::build(&vectors, &pool, Metric::Dot);
-    let flat = FlatHnswIndex::build(&vectors, &pool, Metric::Dot, HnswParams::default());
-    let mut total = 0.0;
-    for q in queries.rows() {
-        let q = q.as_slice().unwrap();
-        let truth = exact.search(q, 10, None);
-        let got = flat.search(q, 10, None);
-        assert_eq!(got.len(), 10);
-        assert_best_first(&got);
-        assert_eq!(got[0].row, truth[0].row, "top hit differs");
-        for n in &got {
-            let expected = exact_dot(&vectors, n.row, q);
-            assert!(
-                (n.similarity - expected).abs() < 1e-4 * expected.abs().max(1.0),
-                "row {}: similarity {} but q·x = {expected}",
-                n.row,
-                n.similarity
-            );
-        }
-        total += recall(&got, &truth);
-    }
-    let mean = total / 50.0;
-    eprintln!("flat recall@10 under the dot metric: {mean:.4}");
-    assert!(mean >= 0.95, "dot recall@10 = {mean:.4}");
+    check_dot_metric("flat", |v, pool| {
+        Box::new(FlatHnswIndex::build(
+            v,
+            pool,
+            Metric::Dot,
+            HnswParams::default(),
+        ))
+    });
 }
 
 #[test]
