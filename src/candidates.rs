@@ -1,30 +1,20 @@
 //! Candidate sources: where the posts a feed ranks come from.
 //!
 //! Ads never enter organic retrieval: the organic index is built over organic and sponsored
-//! posts only, so no filter can forget them. Ads live in their own small pool, which the
-//! ad-slot policy draws from.
+//! posts only, so no filter can forget them. Ads are kept apart in `Pools::ads`; no feed
+//! serves them yet.
 
 use ndarray::Array2;
 
 use crate::index::{ExactIndex, FlatHnswIndex, HnswParams, Neighbor, NeighborIndex};
 use crate::snapshot::{Metric, Post, PostKind};
 
-/// Which source proposed a candidate (reported by `explain` and used in metrics later).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// Nearest posts to the user's embedding.
-    Similar,
-    /// Good recent posts for everyone: the non-personal pool.
-    Popular,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
     /// Row of the post in the snapshot.
     pub row: u32,
-    /// Similarity to the user; 0 for non-personal candidates.
+    /// Similarity to the user.
     pub similarity: f32,
-    pub source: Source,
 }
 
 /// Which search structure serves organic retrieval.
@@ -96,11 +86,7 @@ impl Retriever {
         self.organic
             .search(query, k, None)
             .into_iter()
-            .map(|Neighbor { row, similarity }| Candidate {
-                row,
-                similarity,
-                source: Source::Similar,
-            })
+            .map(|Neighbor { row, similarity }| Candidate { row, similarity })
             .collect()
     }
 }

@@ -240,22 +240,27 @@ fn dot_metric_ranks_raw_inner_products() {
     });
 }
 
-#[test]
-fn degenerate_inputs_return_nothing_or_everything() {
+type Build = fn(&Array2<f32>, &[u32], Metric) -> Box<dyn NeighborIndex>;
+
+/// Empty pools, `k == 0`, queries without a direction, filters that keep nothing, `k` beyond
+/// the pool (the whole pool, in exact order) and a single-row pool, under both metrics.
+fn check_degenerate_inputs(build: Build) {
     let vectors = synthetic::clustered(6, 8, 2, 0.5, 1);
     let query = synthetic::queries(1, 8, 2, 0.5, 1);
     let query = query.row(0).to_vec();
     for metric in [Metric::Cosine, Metric::Dot] {
-        let empty = HnswIndex::build(&vectors, &[], metric, HnswParams::default());
+        let empty = build(&vectors, &[], metric);
         assert!(empty.is_empty());
         assert!(empty.search(&query, 10, None).is_empty());
 
-        let index = HnswIndex::build(&vectors, &[5, 1, 3, 0, 2], metric, HnswParams::default());
+        let pool = [5, 1, 3, 0, 2];
+        let index = build(&vectors, &pool, metric);
         assert!(index.search(&query, 0, None).is_empty());
         assert!(index.search(&[0.0; 8], 3, None).is_empty());
+        assert!(index.search(&[f32::NAN; 8], 3, None).is_empty());
+        assert!(index.search(&[f32::INFINITY; 8], 3, None).is_empty());
         assert!(index.search(&query, 3, Some(&|_| false)).is_empty());
-        // k beyond the pool: the whole pool, in exact order.
-        let exact = ExactIndex::build(&vectors, &[5, 1, 3, 0, 2], metric);
+        let exact = ExactIndex::build(&vectors, &pool, metric);
         assert_eq!(
             rows(&index.search(&query, 50, None)),
             rows(&exact.search(&query, 50, None))
@@ -265,7 +270,16 @@ fn degenerate_inputs_return_nothing_or_everything() {
             rows(&index.search(&query, 50, Some(&odd))),
             rows(&exact.search(&query, 50, Some(&odd)))
         );
+        let one = build(&vectors, &[4], metric);
+        assert_eq!(rows(&one.search(&query, 3, None)), [4]);
     }
+}
+
+#[test]
+fn degenerate_inputs_return_nothing_or_everything() {
+    check_degenerate_inputs(|v, pool, metric| {
+        Box::new(HnswIndex::build(v, pool, metric, HnswParams::default()))
+    });
 }
 
 /// Mean recall@k of `search` against exact search over the world's queries, checking order,
@@ -393,35 +407,9 @@ fn flat_dot_metric_ranks_raw_inner_products() {
 
 #[test]
 fn flat_degenerate_inputs_return_nothing_or_everything() {
-    let vectors = synthetic::clustered(6, 8, 2, 0.5, 1);
-    let query = synthetic::queries(1, 8, 2, 0.5, 1);
-    let query = query.row(0).to_vec();
-    for metric in [Metric::Cosine, Metric::Dot] {
-        let empty = FlatHnswIndex::build(&vectors, &[], metric, HnswParams::default());
-        assert!(empty.is_empty());
-        assert!(empty.search(&query, 10, None).is_empty());
-
-        let pool = [5, 1, 3, 0, 2];
-        let index = FlatHnswIndex::build(&vectors, &pool, metric, HnswParams::default());
-        assert!(index.search(&query, 0, None).is_empty());
-        assert!(index.search(&[0.0; 8], 3, None).is_empty());
-        assert!(index.search(&[f32::NAN; 8], 3, None).is_empty());
-        assert!(index.search(&[f32::INFINITY; 8], 3, None).is_empty());
-        assert!(index.search(&query, 3, Some(&|_| false)).is_empty());
-        let exact = ExactIndex::build(&vectors, &pool, metric);
-        assert_eq!(
-            rows(&index.search(&query, 50, None)),
-            rows(&exact.search(&query, 50, None))
-        );
-        let odd = |r: u32| !r.is_multiple_of(2);
-        assert_eq!(
-            rows(&index.search(&query, 50, Some(&odd))),
-            rows(&exact.search(&query, 50, Some(&odd)))
-        );
-        // A single row.
-        let one = FlatHnswIndex::build(&vectors, &[4], metric, HnswParams::default());
-        assert_eq!(rows(&one.search(&query, 3, None)), [4]);
-    }
+    check_degenerate_inputs(|v, pool, metric| {
+        Box::new(FlatHnswIndex::build(v, pool, metric, HnswParams::default()))
+    });
 }
 
 proptest! {
