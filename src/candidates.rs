@@ -6,7 +6,7 @@
 
 use ndarray::Array2;
 
-use crate::index::{ExactIndex, FlatHnswIndex, HnswParams, Neighbor, NeighborIndex};
+use crate::index::{ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, Neighbor, NeighborIndex};
 use crate::snapshot::{Metric, Post, PostKind};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,10 +21,14 @@ pub struct Candidate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexKind {
-    /// HNSW graph: built by hnsw_rs at load, then copied into flat arrays and searched there
-    /// (several times faster and smaller than hnsw_rs's own search structures).
+    /// HNSW graph built by feedrank's parallel builder straight into flat arrays and searched
+    /// there.
     #[default]
     Hnsw,
+    /// The same search over a graph built by hnsw_rs and copied into flat arrays: the
+    /// reference builder, several times slower to build.
+    #[serde(rename = "hnsw_rs")]
+    HnswRs,
     /// Exact scan: no build time, linear search; fine below ~100,000 posts.
     Exact,
 }
@@ -71,6 +75,12 @@ impl Retriever {
                 metric,
                 params,
             )),
+            IndexKind::HnswRs => Box::new(FlatHnswIndex::from_hnsw(&HnswIndex::build(
+                vectors,
+                &pools.organic,
+                metric,
+                params,
+            ))),
             IndexKind::Exact => Box::new(ExactIndex::build(vectors, &pools.organic, metric)),
         };
         Retriever { organic }

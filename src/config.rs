@@ -8,7 +8,7 @@
 //! log_format = "text"        # or "json"
 //!
 //! [feed]
-//! index = "hnsw"             # or "exact"
+//! index = "hnsw"             # or "hnsw_rs" (reference graph builder), "exact"
 //! hnsw_max_connections = 16
 //! hnsw_ef_construction = 200
 //! hnsw_ef_search = 64

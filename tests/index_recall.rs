@@ -36,6 +36,8 @@ struct World {
     hnsw: HnswIndex,
     /// A copy of `hnsw`'s graph: the two search the same links.
     flat: FlatHnswIndex,
+    /// A graph of feedrank's own builder over the same points.
+    native: FlatHnswIndex,
 }
 
 fn world() -> &'static World {
@@ -52,12 +54,16 @@ fn world() -> &'static World {
         let hnsw = HnswIndex::build(&vectors, &rows, Metric::Cosine, params);
         eprintln!("built HNSW over {N} points in {:.1?}", start.elapsed());
         let flat = FlatHnswIndex::from_hnsw(&hnsw);
+        let start = Instant::now();
+        let native = FlatHnswIndex::build(&vectors, &rows, Metric::Cosine, params);
+        eprintln!("built the native graph in {:.1?}", start.elapsed());
         World {
             vectors,
             queries,
             exact,
             hnsw,
             flat,
+            native,
         }
     })
 }
@@ -333,6 +339,23 @@ fn flat_search_finds_at_least_what_hnsw_rs_finds_on_the_same_graph() {
             "recall@{k} ef {ef}: flat {flat:.4} < hnsw_rs {hnsw:.4}"
         );
     }
+}
+
+#[test]
+fn the_native_graph_finds_about_what_the_hnsw_rs_graph_finds() {
+    let w = world();
+    assert_eq!(w.native.len(), N);
+    for (k, ef) in [(K, 100), (10, 16), (10, 64), (200, 200)] {
+        let native = mean_recall(w, k, None, |q| w.native.search_with_ef(q, k, ef, None));
+        let hnsw_rs = mean_recall(w, k, None, |q| w.flat.search_with_ef(q, k, ef, None));
+        eprintln!("recall@{k} ef {ef}: native graph {native:.4}, hnsw_rs graph {hnsw_rs:.4}");
+        assert!(
+            native >= hnsw_rs - 0.02,
+            "recall@{k} ef {ef}: native graph {native:.4} < hnsw_rs graph {hnsw_rs:.4}"
+        );
+    }
+    let mean = mean_recall(w, K, None, |q| w.native.search(q, K, None));
+    assert!(mean >= 0.95, "native graph recall@{K} = {mean:.4}");
 }
 
 #[test]

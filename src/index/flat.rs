@@ -24,7 +24,7 @@ use std::collections::BinaryHeap;
 use ndarray::Array2;
 
 use super::hnsw::GraphNode;
-use super::{HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, best_first, dot};
+use super::{HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, best_first, builder, dot};
 use crate::snapshot::Metric;
 
 /// Floats per cache line.
@@ -105,15 +105,69 @@ pub struct FlatHnswIndex {
 }
 
 impl FlatHnswIndex {
-    /// Builds an hnsw_rs graph over the given `rows` of `vectors` (as [`HnswIndex::build`] does,
-    /// with the same panics), copies it and drops it.
+    /// Builds the graph over the given `rows` of `vectors` with feedrank's own parallel
+    /// builder (see `builder.rs`), on all available cores.
+    ///
+    /// Panics if a row is out of range or `params` is invalid (see [`HnswParams::validate`]).
     pub fn build(
         vectors: &Array2<f32>,
         rows: &[u32],
         metric: Metric,
         params: HnswParams,
     ) -> FlatHnswIndex {
-        FlatHnswIndex::from_hnsw(&HnswIndex::build(vectors, rows, metric, params))
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        FlatHnswIndex::build_with_threads(vectors, rows, metric, params, threads)
+    }
+
+    /// [`FlatHnswIndex::build`] on `threads` threads; with one thread the graph is the same on
+    /// every run.
+    pub fn build_with_threads(
+        vectors: &Array2<f32>,
+        rows: &[u32],
+        metric: Metric,
+        params: HnswParams,
+        threads: usize,
+    ) -> FlatHnswIndex {
+        if let Err(e) = params.validate() {
+            panic!("invalid HNSW parameters: {e}");
+        }
+        super::check_rows(rows, vectors.nrows());
+        super::debug_check_normalised(vectors, rows, metric);
+        let dim = vectors.ncols();
+        let lines_per_row = dim.div_ceil(LANES);
+        let mut lines = vec![Line([0.0; LANES]); rows.len() * lines_per_row];
+        for (p, &r) in rows.iter().enumerate() {
+            let row = &mut lines[p * lines_per_row..(p + 1) * lines_per_row];
+            for (i, &x) in vectors.row(r as usize).iter().enumerate() {
+                row[i / LANES].0[i % LANES] = x;
+            }
+        }
+        let stride = lines_per_row * LANES;
+        let graph = {
+            // SAFETY: as in `data`: `Line` is plain `[f32; LANES]` without padding.
+            let data = unsafe {
+                std::slice::from_raw_parts(lines.as_ptr().cast::<f32>(), lines.len() * LANES)
+            };
+            builder::build(
+                data,
+                stride,
+                rows.len(),
+                builder::Shape {
+                    m: params.max_connections,
+                    ef_construction: params.ef_construction,
+                    threads,
+                },
+            )
+        };
+        FlatHnswIndex::from_links(
+            dim,
+            metric,
+            params.ef_search,
+            rows.to_vec(),
+            lines,
+            &graph.links,
+            graph.entry,
+        )
     }
 
     /// Copies the graph of `hnsw`, with its metric, rows and `ef_search`. The copy does not
@@ -122,7 +176,6 @@ impl FlatHnswIndex {
         let dim = hnsw.dim();
         let n = hnsw.rows().len();
         let lines_per_row = dim.div_ceil(LANES);
-        let stride = lines_per_row * LANES;
         let mut vectors = vec![Line([0.0; LANES]); n * lines_per_row];
         let mut links: Vec<Vec<Vec<u32>>> = vec![Vec::new(); n];
         let mut seen = vec![false; n];
@@ -146,6 +199,32 @@ impl FlatHnswIndex {
             "the graph lacks some of the pool's rows"
         );
 
+        FlatHnswIndex::from_links(
+            dim,
+            hnsw.metric(),
+            hnsw.ef_search(),
+            hnsw.rows().to_vec(),
+            vectors,
+            &links,
+            entry,
+        )
+    }
+
+    /// Assembles an index from padded rows (`lines`, one block of `dim` rounded up to whole
+    /// lines per position) and per position its links from layer 0 up to its level.
+    fn from_links(
+        dim: usize,
+        metric: Metric,
+        ef_search: usize,
+        rows: Vec<u32>,
+        vectors: Vec<Line>,
+        links: &[Vec<Vec<u32>>],
+        entry: Option<u32>,
+    ) -> FlatHnswIndex {
+        let n = rows.len();
+        let stride = dim.div_ceil(LANES) * LANES;
+        debug_assert_eq!(vectors.len() * LANES, n * stride);
+        debug_assert_eq!(links.len(), n);
         let base = Adjacency::from_lists(
             links
                 .iter()
@@ -167,9 +246,9 @@ impl FlatHnswIndex {
         FlatHnswIndex {
             dim,
             stride,
-            metric: hnsw.metric(),
-            ef_search: hnsw.ef_search(),
-            rows: hnsw.rows().to_vec(),
+            metric,
+            ef_search,
+            rows,
             vectors,
             base,
             upper,
@@ -376,14 +455,14 @@ impl FlatHnswIndex {
 
 /// A scored node.
 #[derive(Debug, Clone, Copy)]
-struct Candidate {
-    similarity: f32,
-    position: u32,
+pub(super) struct Candidate {
+    pub similarity: f32,
+    pub position: u32,
 }
 
 impl Candidate {
     /// Higher similarity first, then the smaller position: `Less` when `self` is better.
-    fn better_first(&self, other: &Candidate) -> Ordering {
+    pub(super) fn better_first(&self, other: &Candidate) -> Ordering {
         (other.similarity + 0.0)
             .total_cmp(&(self.similarity + 0.0))
             .then(self.position.cmp(&other.position))
@@ -413,7 +492,7 @@ impl Ord for Candidate {
 
 /// A kept node, ordered so that a max-heap's top is the worst of the beam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Worst(Candidate);
+pub(super) struct Worst(pub Candidate);
 
 impl std::ops::Deref for Worst {
     type Target = Candidate;

@@ -4,6 +4,7 @@
 //! the choice for small pools), [`HnswIndex`] (hnsw_rs graph) and [`FlatHnswIndex`] (the same
 //! graph copied into flat arrays, searched without hnsw_rs) implement it.
 
+mod builder;
 mod exact;
 mod flat;
 mod hnsw;
