@@ -1,10 +1,11 @@
 //! Whole feed requests in-process at 100,000 posts (HNSW retrieval, scoring, ordering, page
-//! assembly and JSON encoding), for known users and for users the snapshot does not know.
+//! assembly and JSON encoding), for known users and for users the snapshot does not know,
+//! next to the retrieval stage alone for the same users, and the policy stage alone.
 //!
 //! Besides criterion's estimates, prints p50/p90/p99 over individually timed requests, since
 //! a feed's latency budget is about its tail.
 //!
-//! `cargo bench --bench feed` (FEEDRANK_BENCH_POSTS overrides the corpus size).
+//! `cargo bench --bench feed` (FEEDRANK_BENCH_POSTS overrides the corpus size, e.g. 1000000).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -12,6 +13,11 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{FeedOptions, FeedRequest, Model};
+use feedrank::policy::{self, Scored};
+
+// The allocator the service runs with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn posts() -> usize {
     std::env::var("FEEDRANK_BENCH_POSTS")
@@ -20,23 +26,25 @@ fn posts() -> usize {
         .unwrap_or(100_000)
 }
 
-fn percentiles(mut micros: Vec<f64>) -> String {
+/// A p50/p90/p99 summary, and the median.
+fn percentiles(mut micros: Vec<f64>) -> (String, f64) {
     micros.sort_by(f64::total_cmp);
     let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
-    format!(
+    let summary = format!(
         "p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs (n = {})",
         at(0.5),
         at(0.9),
         at(0.99),
         micros.len()
-    )
+    );
+    (summary, at(0.5))
 }
 
 fn bench_feed(c: &mut Criterion) {
     let posts = posts();
     let config = DemoConfig {
         posts,
-        users: 5_000,
+        users: (posts / 10).clamp(1_000, 100_000),
         ..DemoConfig::default()
     };
     let snapshot = demo::generate(&config).expect("demo world");
@@ -58,23 +66,35 @@ fn bench_feed(c: &mut Criterion) {
         serde_json::to_vec(&page).expect("json")
     };
 
-    for (label, pick) in [("known user", true), ("unknown user", false)] {
+    let candidates = model.options().candidates;
+    let retrieve = |user: &str| {
+        let query = model.user_vector(user).expect("known user");
+        model.retriever().similar(query, candidates)
+    };
+    let mut medians = Vec::new();
+    for (label, kind) in [
+        ("retrieval alone, known user", 0),
+        ("whole feed request, known user", 1),
+        ("whole feed request, unknown user", 2),
+    ] {
         let mut micros = Vec::with_capacity(2_000);
         for i in 0..2_000 {
-            let user = if pick {
-                users[i % users.len()].clone()
-            } else {
-                format!("new_{i}")
-            };
             let t = Instant::now();
-            black_box(serve(&user));
+            match kind {
+                0 => drop(black_box(retrieve(&users[i % users.len()]))),
+                1 => drop(black_box(serve(&users[i % users.len()]))),
+                _ => drop(black_box(serve(&format!("new_{i}")))),
+            }
             micros.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        eprintln!(
-            "{posts} posts, whole feed request, {label}: {}",
-            percentiles(micros)
-        );
+        let (summary, median) = percentiles(micros);
+        medians.push(median);
+        eprintln!("{posts} posts, {label}: {summary}");
     }
+    eprintln!(
+        "{posts} posts: whole request / retrieval alone, medians: {:.2}",
+        medians[1] / medians[0]
+    );
 
     let mut group = c.benchmark_group(format!("feed_request_{posts}"));
     group.sample_size(50);
@@ -88,8 +108,49 @@ fn bench_feed(c: &mut Criterion) {
     group.bench_function("unknown_user", |b| {
         b.iter(|| black_box(serve("someone_new")))
     });
+    let mut i = 0;
+    group.bench_function("retrieval_alone", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(retrieve(&users[i % users.len()]))
+        })
+    });
     group.finish();
 }
 
-criterion_group!(benches, bench_feed);
+/// The policy stage on its own: ordering a personal feed's candidates by score, and
+/// interleaving a ranking by language, over plain data.
+fn bench_policy(c: &mut Criterion) {
+    // Scores and languages from a fixed LCG: no dependence on a model.
+    let mut state = 42u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) as u32
+    };
+    let candidates: Vec<Scored> = (0..200)
+        .map(|row| Scored {
+            row,
+            score: next() as f32 / u32::MAX as f32,
+        })
+        .collect();
+    let langs: Vec<usize> = (0..200).map(|_| (next() % 3) as usize).collect();
+    let mut group = c.benchmark_group("policy");
+    group.bench_function("order_200_by_score", |b| {
+        b.iter(|| {
+            let mut ranked = candidates.clone();
+            policy::order_by_score(black_box(&mut ranked));
+            ranked
+        })
+    });
+    let mut ranked = candidates.clone();
+    policy::order_by_score(&mut ranked);
+    group.bench_function("interleave_200_by_language", |b| {
+        b.iter(|| policy::interleave_by_language(black_box(&ranked), |row| langs[row as usize]))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_feed, bench_policy);
 criterion_main!(benches);

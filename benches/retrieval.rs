@@ -1,8 +1,13 @@
-//! Retrieval latency at 100,000 clustered 64-d posts: exact scan against the HNSW graph, searched
-//! by hnsw_rs and from its flat copy.
+//! Retrieval latency over clustered 64-d posts: exact scan against HNSW graphs, searched by
+//! hnsw_rs and from the flat arrays (graph built by feedrank's builder, and by hnsw_rs).
 //!
-//! One query per iteration, cycling through a fixed query set. The graph is built once, outside
-//! the timed loops; its build time, the memory each index holds and the recall of each
+//! `cargo bench --bench retrieval` runs 100,000 posts; `FEEDRANK_BENCH_SIZES=100000,1000000`
+//! adds a million. hnsw_rs takes over ten minutes and gigabytes to build a million-point graph,
+//! so above 200,000 points only the exact scan and the native graph run, unless
+//! `FEEDRANK_BENCH_HNSW_RS=1`.
+//!
+//! One query per iteration, cycling through a fixed query set. Graphs are built once, outside
+//! the timed loops; build times, the memory each index holds and the recall of each
 //! configuration go to stderr.
 
 use std::alloc::{GlobalAlloc, Layout};
@@ -75,12 +80,11 @@ fn measured<T>(make: impl FnOnce() -> T) -> (T, usize) {
 
 const MB: f64 = 1024.0 * 1024.0;
 
-const N: usize = 100_000;
 const DIM: usize = 64;
-/// 500 posts per cluster, so a top-200 lies mostly within the query's own topic, as a feed's
+/// 500 posts per cluster at 100,000 posts (clusters grow with the corpus), so a top-200 lies mostly within the query's own topic, as a feed's
 /// candidates do. (With clusters smaller than k the tail of the top-k is a near-random pick among
 /// all other posts: the isotropic worst case, and not what retrieval faces.)
-const CLUSTERS: usize = 200;
+const POSTS_PER_CLUSTER: usize = 500;
 const SPREAD: f32 = 1.0;
 const QUERIES: usize = 200;
 const SEED: u64 = 42;
@@ -119,62 +123,77 @@ fn recall(
     found as f64 / (k * queries.len()) as f64
 }
 
-/// Times `search` on one query per iteration, cycling through `queries`.
-fn bench_queries(
-    c: &mut Criterion,
-    name: &str,
-    queries: &[Vec<f32>],
-    search: impl Fn(&[f32]) -> Vec<Neighbor>,
-) {
-    let mut next = 0;
-    c.bench_function(name, |b| {
-        b.iter(|| {
-            let q = &queries[next % queries.len()];
-            next += 1;
-            black_box(search(black_box(q)))
-        })
-    });
+fn sizes() -> Vec<usize> {
+    std::env::var("FEEDRANK_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100_000])
 }
 
 fn retrieval(c: &mut Criterion) {
-    let vectors = synthetic::clustered(N, DIM, CLUSTERS, SPREAD, SEED);
-    let queries: Vec<Vec<f32>> = synthetic::queries(QUERIES, DIM, CLUSTERS, SPREAD, SEED)
+    for n in sizes() {
+        retrieval_at(c, n);
+    }
+}
+
+fn retrieval_at(c: &mut Criterion, n: usize) {
+    let clusters = (n / POSTS_PER_CLUSTER).max(1);
+    let vectors = synthetic::clustered(n, DIM, clusters, SPREAD, SEED);
+    let queries: Vec<Vec<f32>> = synthetic::queries(QUERIES, DIM, clusters, SPREAD, SEED)
         .rows()
         .into_iter()
         .map(|q| q.to_vec())
         .collect();
-    let rows: Vec<u32> = (0..N as u32).collect();
+    let rows: Vec<u32> = (0..n as u32).collect();
     let exact = ExactIndex::build(&vectors, &rows, Metric::Cosine);
-
     let params = HnswParams::default();
-    let start = Instant::now();
-    let (hnsw, hnsw_bytes) = measured(|| HnswIndex::build(&vectors, &rows, Metric::Cosine, params));
-    eprintln!(
-        "HNSW build, {N} x {DIM} (M = {}, ef_construction = {}): {:.1?}",
-        params.max_connections,
-        params.ef_construction,
-        start.elapsed()
+    let shape = format!(
+        "{n} x {DIM} (M = {}, ef_construction = {})",
+        params.max_connections, params.ef_construction
     );
+
     let start = Instant::now();
-    let (flat, flat_bytes) = measured(|| FlatHnswIndex::from_hnsw(&hnsw));
-    eprintln!("flat copy of the graph: {:.1?}", start.elapsed());
+    let (native, native_bytes) =
+        measured(|| FlatHnswIndex::build(&vectors, &rows, Metric::Cosine, params));
     eprintln!(
-        "heap held: hnsw_rs {:.1} MB ({} B/point), flat {:.1} MB ({} B/point; memory_bytes() \
-         {:.1} MB), exact {:.1} MB",
-        hnsw_bytes as f64 / MB,
-        hnsw_bytes / N,
-        flat_bytes as f64 / MB,
-        flat_bytes / N,
-        flat.memory_bytes() as f64 / MB,
-        (N * DIM * 4) as f64 / MB,
+        "native graph build, {shape}: {:.1?}, heap held {:.1} MB ({} B/point)",
+        start.elapsed(),
+        native_bytes as f64 / MB,
+        native_bytes / n
     );
-    let by_hnsw_rs = |q: &[f32], k, ef, f: Option<RowFilter<'_>>| hnsw.search_with_ef(q, k, ef, f);
-    let by_flat = |q: &[f32], k, ef, f: Option<RowFilter<'_>>| flat.search_with_ef(q, k, ef, f);
-    let searches: [(&str, &Search<'_>); 2] = [("hnsw_rs", &by_hnsw_rs), ("flat", &by_flat)];
-    for (name, search) in searches {
-        let recall_of = |config, filter| recall(search, &exact, &queries, config, filter);
+    let with_hnsw_rs = n <= 200_000 || std::env::var_os("FEEDRANK_BENCH_HNSW_RS").is_some();
+    let hnsw_rs = with_hnsw_rs.then(|| {
+        let start = Instant::now();
+        let (hnsw, hnsw_bytes) =
+            measured(|| HnswIndex::build(&vectors, &rows, Metric::Cosine, params));
+        eprintln!("hnsw_rs graph build, {shape}: {:.1?}", start.elapsed());
+        let (flat, flat_bytes) = measured(|| FlatHnswIndex::from_hnsw(&hnsw));
         eprintln!(
-            "{name} recall over {QUERIES} queries: @200 ef 200 {:.4}; @10 ef 64 {:.4}; \
+            "heap held: hnsw_rs {:.1} MB ({} B/point), its flat copy {:.1} MB, exact {:.1} MB",
+            hnsw_bytes as f64 / MB,
+            hnsw_bytes / n,
+            flat_bytes as f64 / MB,
+            (n * DIM * 4) as f64 / MB,
+        );
+        (hnsw, flat)
+    });
+
+    let by_native = |q: &[f32], k, ef, f: Option<RowFilter<'_>>| native.search_with_ef(q, k, ef, f);
+    let mut searches: Vec<(&str, &Search<'_>)> = vec![("flat", &by_native)];
+    let by_hnsw_rs;
+    let by_copy;
+    if let Some((hnsw, copy)) = &hnsw_rs {
+        by_hnsw_rs =
+            move |q: &[f32], k, ef, f: Option<RowFilter<'_>>| hnsw.search_with_ef(q, k, ef, f);
+        by_copy =
+            move |q: &[f32], k, ef, f: Option<RowFilter<'_>>| copy.search_with_ef(q, k, ef, f);
+        searches.push(("hnsw_rs", &by_hnsw_rs));
+        searches.push(("flat_hnsw_rs_graph", &by_copy));
+    }
+    for (name, search) in &searches {
+        let recall_of = |config, filter| recall(*search, &exact, &queries, config, filter);
+        eprintln!(
+            "{n}: {name} recall over {QUERIES} queries: @200 ef 200 {:.4}; @10 ef 64 {:.4}; \
              @200 ef 200 without ads {:.4}; @200 ef 200 even rows {:.4}",
             recall_of((200, 200), None),
             recall_of((10, 64), None),
@@ -183,35 +202,51 @@ fn retrieval(c: &mut Criterion) {
         );
     }
 
-    bench_queries(c, "exact/top200", &queries, |q| exact.search(q, 200, None));
-    bench_queries(c, "hnsw/top200_ef200", &queries, |q| {
-        hnsw.search_with_ef(q, 200, 200, None)
+    let mut group = c.benchmark_group(format!("retrieval_{n}"));
+    let mut bench = |name: &str, search: &dyn Fn(&[f32]) -> Vec<Neighbor>| {
+        let mut next = 0;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let q = &queries[next % queries.len()];
+                next += 1;
+                black_box(search(black_box(q)))
+            })
+        });
+    };
+    bench("exact/top200", &|q| exact.search(q, 200, None));
+    bench("flat/top200_ef200", &|q| {
+        native.search_with_ef(q, 200, 200, None)
     });
-    bench_queries(c, "hnsw/top10_ef64", &queries, |q| {
-        hnsw.search_with_ef(q, 10, 64, None)
-    });
-    // Ads excluded: a slightly wider unfiltered search, filtered afterwards.
-    bench_queries(c, "hnsw/top200_ef200_organic", &queries, |q| {
-        hnsw.search_with_ef(q, 200, 200, Some(&organic))
-    });
-    // Half the rows excluded: hnsw_rs's filtered search, which never stops early.
-    bench_queries(c, "hnsw/top200_ef200_even", &queries, |q| {
-        hnsw.search_with_ef(q, 200, 200, Some(&even))
-    });
-
-    bench_queries(c, "flat/top200_ef200", &queries, |q| {
-        flat.search_with_ef(q, 200, 200, None)
-    });
-    bench_queries(c, "flat/top10_ef64", &queries, |q| {
-        flat.search_with_ef(q, 10, 64, None)
+    bench("flat/top10_ef64", &|q| {
+        native.search_with_ef(q, 10, 64, None)
     });
     // Filters apply inside the flat search, with its early stop.
-    bench_queries(c, "flat/top200_ef200_organic", &queries, |q| {
-        flat.search_with_ef(q, 200, 200, Some(&organic))
+    bench("flat/top200_ef200_organic", &|q| {
+        native.search_with_ef(q, 200, 200, Some(&organic))
     });
-    bench_queries(c, "flat/top200_ef200_even", &queries, |q| {
-        flat.search_with_ef(q, 200, 200, Some(&even))
+    bench("flat/top200_ef200_even", &|q| {
+        native.search_with_ef(q, 200, 200, Some(&even))
     });
+    if let Some((hnsw, copy)) = &hnsw_rs {
+        bench("hnsw_rs/top200_ef200", &|q| {
+            hnsw.search_with_ef(q, 200, 200, None)
+        });
+        bench("hnsw_rs/top10_ef64", &|q| {
+            hnsw.search_with_ef(q, 10, 64, None)
+        });
+        // Ads excluded: a slightly wider unfiltered search, filtered afterwards.
+        bench("hnsw_rs/top200_ef200_organic", &|q| {
+            hnsw.search_with_ef(q, 200, 200, Some(&organic))
+        });
+        // Half the rows excluded: hnsw_rs's filtered search, which never stops early.
+        bench("hnsw_rs/top200_ef200_even", &|q| {
+            hnsw.search_with_ef(q, 200, 200, Some(&even))
+        });
+        bench("flat_hnsw_rs_graph/top200_ef200", &|q| {
+            copy.search_with_ef(q, 200, 200, None)
+        });
+    }
+    group.finish();
 }
 
 criterion_group! {

@@ -211,6 +211,18 @@ impl Model {
         self.user_rows.contains_key(user_id)
     }
 
+    /// The user's embedding, if the snapshot knows them.
+    pub fn user_vector(&self, user_id: &str) -> Option<&[f32]> {
+        let row = *self.user_rows.get(user_id)?;
+        self.snapshot.user_vectors.row(row as usize).to_slice()
+    }
+
+    /// The retrieval stage alone (what a personal feed's candidates come from), for
+    /// measuring the rest of the pipeline against it.
+    pub fn retriever(&self) -> &Retriever {
+        &self.retriever
+    }
+
     /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
     /// same page, and consecutive pages never repeat a post.
     pub fn feed(&self, request: &FeedRequest<'_>) -> Result<FeedPage<'_>, FeedError> {
