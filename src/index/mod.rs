@@ -2,11 +2,14 @@
 //!
 //! [`NeighborIndex`] is the one interface; [`ExactIndex`] (a vectorised scan, the reference and
 //! the choice for small pools), [`HnswIndex`] (hnsw_rs graph) and [`FlatHnswIndex`] (the same
-//! graph copied into flat arrays, searched without hnsw_rs) implement it.
+//! graph copied into flat arrays, searched without hnsw_rs) implement it. [`store`] saves a
+//! [`FlatHnswIndex`] to a file and loads it back; its [`StoredIndexError`] is this layer's
+//! error type.
 
 mod exact;
 mod flat;
 mod hnsw;
+pub mod store;
 pub mod synthetic;
 
 use ndarray::Array2;
@@ -16,6 +19,7 @@ use crate::snapshot::Metric;
 pub use exact::ExactIndex;
 pub use flat::FlatHnswIndex;
 pub use hnsw::{HnswIndex, HnswParams};
+pub use store::{IndexBinding, StoredIndexError};
 
 /// A search hit: `row` is the row of the matrix the index was built from.
 #[derive(Debug, Clone, Copy, PartialEq)]
