@@ -8,7 +8,6 @@
 //! ([`Retriever::load_hnsw`]); it is used only if it was built over this snapshot's organic
 //! pool with the same graph parameters.
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -74,15 +73,19 @@ pub enum IndexOrigin {
     },
 }
 
-impl fmt::Display for IndexOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl IndexOrigin {
+    /// `loaded` or `built`, for logs.
+    pub fn name(&self) -> &'static str {
         match self {
-            IndexOrigin::Loaded { elapsed } => {
-                write!(f, "loaded in {:.2} s", elapsed.as_secs_f64())
-            }
-            IndexOrigin::Built { elapsed, .. } => {
-                write!(f, "built in {:.2} s", elapsed.as_secs_f64())
-            }
+            IndexOrigin::Loaded { .. } => "loaded",
+            IndexOrigin::Built { .. } => "built",
+        }
+    }
+
+    /// Time spent loading or building the index.
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            IndexOrigin::Loaded { elapsed } | IndexOrigin::Built { elapsed, .. } => *elapsed,
         }
     }
 }

@@ -171,7 +171,8 @@ impl Model {
         tracing::info!(
             model_version = snapshot.model_version(),
             index = ?options.index,
-            index_origin = %index_origin,
+            index_origin = index_origin.name(),
+            index_elapsed_ms = index_origin.elapsed().as_millis() as u64,
             organic_posts = retriever.organic_len(),
             ads = pools.ads.len(),
             elapsed_ms = build_time.as_millis() as u64,

@@ -15,7 +15,8 @@
 //! | … | sections, each starting at a multiple of 64 bytes (zero padding before it) |
 //! | 32 | sha256 of everything above |
 //!
-//! The first four rows keep this layout in every format version; the version governs the rest.
+//! The magic, version, header length and header checksum keep their places in every format
+//! version; the version governs the header's fields and the rest.
 //! Sections, in order: the row list (`u32` per position), the vectors (`stride` `f32` per
 //! position, zero-padded), layer 0's offsets and links (`u32`), then for each upper layer its
 //! members, offsets and links (`u32`). They are read with `read_exact` straight into the
