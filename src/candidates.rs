@@ -3,11 +3,21 @@
 //! Ads never enter organic retrieval: the organic index is built over organic and sponsored
 //! posts only, so no filter can forget them. Ads are kept apart in `Pools::ads`; no feed
 //! serves them yet.
+//!
+//! The organic HNSW index can also be loaded from a file stored next to the snapshot
+//! ([`Retriever::load_hnsw`]); it is used only if it was built over this snapshot's organic
+//! pool with the same graph parameters.
+
+use std::path::Path;
+use std::time::Duration;
 
 use ndarray::Array2;
 
-use crate::index::{ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, Neighbor, NeighborIndex};
-use crate::snapshot::{Metric, Post, PostKind};
+use crate::index::{
+    ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, IndexBinding, Neighbor, NeighborIndex,
+    StoredIndexError,
+};
+use crate::snapshot::{Metric, Post, PostKind, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
@@ -55,9 +65,44 @@ impl Pools {
     }
 }
 
+/// How a model's organic index came to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexOrigin {
+    /// Read from the index stored next to the snapshot.
+    Loaded { elapsed: Duration },
+    /// Built in memory. `rejected` says why a stored index that was present was not used
+    /// (`None` when there was none, or when the index kind does not use one).
+    Built {
+        elapsed: Duration,
+        rejected: Option<String>,
+    },
+}
+
+impl IndexOrigin {
+    /// `loaded` or `built`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            IndexOrigin::Loaded { .. } => "loaded",
+            IndexOrigin::Built { .. } => "built",
+        }
+    }
+
+    /// Time spent loading or building the index.
+    pub fn elapsed(&self) -> Duration {
+        match self {
+            IndexOrigin::Loaded { elapsed } | IndexOrigin::Built { elapsed, .. } => *elapsed,
+        }
+    }
+}
+
+enum OrganicIndex {
+    Hnsw(FlatHnswIndex),
+    Exact(ExactIndex),
+}
+
 /// Organic retrieval by similarity.
 pub struct Retriever {
-    organic: Box<dyn NeighborIndex>,
+    organic: OrganicIndex,
 }
 
 impl Retriever {
@@ -68,32 +113,68 @@ impl Retriever {
         kind: IndexKind,
         params: HnswParams,
     ) -> Retriever {
-        let organic: Box<dyn NeighborIndex> = match kind {
-            IndexKind::Hnsw => Box::new(FlatHnswIndex::build(
-                vectors,
-                &pools.organic,
-                metric,
-                params,
-            )),
-            IndexKind::HnswRs => Box::new(FlatHnswIndex::from_hnsw(&HnswIndex::build(
-                vectors,
-                &pools.organic,
-                metric,
-                params,
-            ))),
-            IndexKind::Exact => Box::new(ExactIndex::build(vectors, &pools.organic, metric)),
-        };
+        let organic =
+            match kind {
+                IndexKind::Hnsw => OrganicIndex::Hnsw(FlatHnswIndex::build(
+                    vectors,
+                    &pools.organic,
+                    metric,
+                    params,
+                )),
+                IndexKind::HnswRs => OrganicIndex::Hnsw(FlatHnswIndex::from_hnsw(
+                    &HnswIndex::build(vectors, &pools.organic, metric, params),
+                )),
+                IndexKind::Exact => {
+                    OrganicIndex::Exact(ExactIndex::build(vectors, &pools.organic, metric))
+                }
+            };
         Retriever { organic }
+    }
+
+    /// Loads the organic HNSW index stored at `path` (see `index::store`), if it was built
+    /// over this snapshot's `posts.npy` and organic pool, with its metric and dimension, and
+    /// with `params`' `max_connections` and `ef_construction`. Searches use `params.ef_search`.
+    pub fn load_hnsw(
+        path: &Path,
+        snapshot: &Snapshot,
+        pools: &Pools,
+        params: HnswParams,
+    ) -> Result<Retriever, StoredIndexError> {
+        let binding = IndexBinding {
+            posts_sha256: snapshot.posts_sha256().unwrap_or_default(),
+            vectors: &snapshot.post_vectors,
+            rows: &pools.organic,
+            metric: snapshot.metric(),
+            params,
+        };
+        Ok(Retriever {
+            organic: OrganicIndex::Hnsw(FlatHnswIndex::read_from(path, &binding)?),
+        })
+    }
+
+    /// The HNSW index, when organic retrieval uses one (to store it).
+    pub fn hnsw(&self) -> Option<&FlatHnswIndex> {
+        match &self.organic {
+            OrganicIndex::Hnsw(index) => Some(index),
+            OrganicIndex::Exact(_) => None,
+        }
+    }
+
+    fn index(&self) -> &dyn NeighborIndex {
+        match &self.organic {
+            OrganicIndex::Hnsw(index) => index,
+            OrganicIndex::Exact(index) => index,
+        }
     }
 
     /// Number of posts organic retrieval can return.
     pub fn organic_len(&self) -> usize {
-        self.organic.len()
+        self.index().len()
     }
 
     /// The `k` organic posts nearest to `query`, best first.
     pub fn similar(&self, query: &[f32], k: usize) -> Vec<Candidate> {
-        self.organic
+        self.index()
             .search(query, k, None)
             .into_iter()
             .map(|Neighbor { row, similarity }| Candidate { row, similarity })

@@ -1,4 +1,4 @@
-//! The `feedrank` command line: `serve`, `snapshot check`, `demo`.
+//! The `feedrank` command line: `serve`, `snapshot check`, `snapshot index`, `demo`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::api::{self, AppState};
+use crate::candidates::{IndexKind, Pools, Retriever};
 use crate::config::{LogFormat, ServeConfig};
 use crate::demo::{self, DemoConfig};
-use crate::feed::{FeedError, Model};
+use crate::feed::{FeedError, FeedOptions, Model};
 use crate::scoring::ScoringConfig;
-use crate::snapshot::{self, Issue, Summary, files};
+use crate::snapshot::{self, Issue, Snapshot, Summary, files, thousands};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,10 +57,25 @@ struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 enum SnapshotCommand {
-    /// Validate a snapshot and print its summary; exits 1 if it breaks the format.
+    /// Validate a snapshot and print its summary, and whether its stored index (posts.index)
+    /// can be used; exits 1 if the snapshot breaks the format.
     Check {
         /// Snapshot directory.
         dir: PathBuf,
+        /// TOML config file (as for `serve`) whose [feed] options a stored index must match
+        /// (the defaults without one).
+        #[arg(long, env = "FEEDRANK_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Build the snapshot's HNSW index and store it in the snapshot directory as posts.index,
+    /// which `serve` then loads instead of building the index.
+    Index {
+        /// Snapshot directory.
+        dir: PathBuf,
+        /// TOML config file (as for `serve`): the index is built with its [feed] options
+        /// (the defaults without one).
+        #[arg(long, env = "FEEDRANK_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -86,34 +102,48 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Snapshot {
-            command: SnapshotCommand::Check { dir },
-        } => check(&dir),
+            command: SnapshotCommand::Check { dir, config },
+        } => check(&dir, config.as_deref()),
+        Command::Snapshot {
+            command: SnapshotCommand::Index { dir, config },
+        } => store_index(&dir, config.as_deref()),
         Command::Demo(args) => write_demo(args),
     }
 }
 
-fn check(dir: &Path) -> ExitCode {
-    let mut issues = Vec::new();
-    match snapshot::load(dir) {
+fn check(dir: &Path, config: Option<&Path>) -> ExitCode {
+    let Some(options) = feed_options(config) else {
+        return ExitCode::FAILURE;
+    };
+    match validate(dir) {
         Ok(snapshot) => {
-            // The scoring section's vocabulary belongs to the scoring layer: check it here too,
-            // so `check` accepts exactly what `serve` accepts.
-            if let Err(e) = ScoringConfig::with_overrides(&snapshot.manifest.scoring) {
-                issues.push(Issue {
-                    file: files::MANIFEST.to_string(),
-                    line: None,
-                    field: Some(format!("scoring.{}", e.field)),
-                    message: e.message,
-                });
-            } else {
-                println!("{}", Summary::of(&snapshot));
-                println!("OK: {} is a valid snapshot", dir.display());
-                return ExitCode::SUCCESS;
-            }
+            println!("{}", Summary::of(&snapshot));
+            println!("{}", stored_index_status(dir, &snapshot, &options));
+            println!("OK: {} is a valid snapshot", dir.display());
+            ExitCode::SUCCESS
         }
-        Err(e) => issues.extend_from_slice(e.issues()),
+        Err(issues) => reject(dir, &issues),
     }
-    for issue in &issues {
+}
+
+/// Loads and validates the snapshot in `dir` as `serve` would, or lists its problems.
+fn validate(dir: &Path) -> Result<Snapshot, Vec<Issue>> {
+    let snapshot = snapshot::load(dir).map_err(|e| e.issues().to_vec())?;
+    // The scoring section's vocabulary belongs to the scoring layer: check it here too, so
+    // that `check` accepts exactly what `serve` accepts.
+    if let Err(e) = ScoringConfig::with_overrides(&snapshot.manifest.scoring) {
+        return Err(vec![Issue {
+            file: files::MANIFEST.to_string(),
+            line: None,
+            field: Some(format!("scoring.{}", e.field)),
+            message: e.message,
+        }]);
+    }
+    Ok(snapshot)
+}
+
+fn reject(dir: &Path, issues: &[Issue]) -> ExitCode {
+    for issue in issues {
         eprintln!("error: {issue}");
     }
     eprintln!(
@@ -122,6 +152,101 @@ fn check(dir: &Path) -> ExitCode {
         issues.len()
     );
     ExitCode::FAILURE
+}
+
+/// The `[feed]` options of the config file, or the defaults; `None` (reported) if the file is
+/// unusable.
+fn feed_options(config: Option<&Path>) -> Option<FeedOptions> {
+    match config.map(ServeConfig::from_file) {
+        None => Some(FeedOptions::default()),
+        Some(Ok(config)) => Some(config.feed),
+        Some(Err(e)) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+/// One line for `snapshot check`: whether `serve` would load the stored index, and if not why.
+fn stored_index_status(dir: &Path, snapshot: &Snapshot, options: &FeedOptions) -> String {
+    let path = dir.join(files::POSTS_INDEX);
+    let pools = Pools::of(&snapshot.posts);
+    let exact = options.index == IndexKind::Exact;
+    let status = match Retriever::load_hnsw(&path, snapshot, &pools, options.hnsw_params()) {
+        Ok(retriever) => format!(
+            "{} matches ({} organic posts, max_connections {}, ef_construction {})",
+            files::POSTS_INDEX,
+            thousands(retriever.organic_len()),
+            options.hnsw_max_connections,
+            options.hnsw_ef_construction
+        ),
+        Err(e) if e.is_not_found() && exact => "none".to_string(),
+        Err(e) if e.is_not_found() => "none (serve builds the HNSW index when it loads)".into(),
+        Err(e) if exact => format!("stale: {e}"),
+        Err(e) => format!("stale: {e} (serve builds the HNSW index instead)"),
+    };
+    let unused = if exact {
+        "; unused with [feed] index = \"exact\""
+    } else {
+        ""
+    };
+    format!("{:<18}{status}{unused}", "stored index")
+}
+
+/// `snapshot index`: builds the HNSW index as `serve` would and stores it in the snapshot.
+fn store_index(dir: &Path, config: Option<&Path>) -> ExitCode {
+    let Some(options) = feed_options(config) else {
+        return ExitCode::FAILURE;
+    };
+    let snapshot = match validate(dir) {
+        Ok(snapshot) => snapshot,
+        Err(issues) => return reject(dir, &issues),
+    };
+    if options.index == IndexKind::Exact {
+        eprintln!(
+            "note: [feed] index = \"exact\": serve does not use {} under these options",
+            files::POSTS_INDEX
+        );
+    }
+    let params = options.hnsw_params();
+    let started = Instant::now();
+    let pools = Pools::of(&snapshot.posts);
+    let retriever = Retriever::build(
+        &snapshot.post_vectors,
+        &pools,
+        snapshot.metric(),
+        // The builder the options choose; "exact" stores the default graph.
+        match options.index {
+            IndexKind::Exact => IndexKind::Hnsw,
+            kind => kind,
+        },
+        params,
+    );
+    let index = retriever.hnsw().expect("built as HNSW");
+    println!(
+        "indexed {} organic posts in {:.1} s (max_connections {}, ef_construction {})",
+        thousands(retriever.organic_len()),
+        started.elapsed().as_secs_f64(),
+        params.max_connections,
+        params.ef_construction
+    );
+    let path = dir.join(files::POSTS_INDEX);
+    let started = Instant::now();
+    match index.write_to(&path, snapshot.posts_sha256().unwrap_or_default()) {
+        Ok(size) => {
+            println!(
+                "wrote {} ({} bytes) in {:.1} s",
+                path.display(),
+                thousands(usize::try_from(size).unwrap_or(usize::MAX)),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn write_demo(args: DemoArgs) -> ExitCode {

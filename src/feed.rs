@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::candidates::{IndexKind, Pools, Retriever};
+use crate::candidates::{IndexKind, IndexOrigin, Pools, Retriever};
 use crate::index::HnswParams;
 use crate::policy::{self, Scored};
 use crate::scoring::{self, ScoringConfig, ScoringError};
-use crate::snapshot::{self, MAX_ID_BYTES, Snapshot, SnapshotError};
+use crate::snapshot::{self, MAX_ID_BYTES, Snapshot, SnapshotError, files};
 
 /// Page sizes a request may ask for.
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
@@ -65,7 +65,7 @@ impl Default for FeedOptions {
 }
 
 impl FeedOptions {
-    fn hnsw_params(&self) -> HnswParams {
+    pub fn hnsw_params(&self) -> HnswParams {
         HnswParams {
             max_connections: self.hnsw_max_connections,
             ef_construction: self.hnsw_ef_construction,
@@ -89,6 +89,7 @@ pub struct Model {
     /// Reference instant for freshness: the newest post in the snapshot.
     now: i64,
     build_time: Duration,
+    index_origin: IndexOrigin,
 }
 
 /// One ranked post of a page. Borrows the post id from the model: no copies until JSON.
@@ -116,6 +117,11 @@ pub struct FeedRequest<'a> {
 
 impl Model {
     /// Loads, validates and indexes the snapshot in `dir`.
+    ///
+    /// Under the HNSW index kind, a stored index in the directory (`posts.index`) is loaded
+    /// instead of building the graph, if it was built from this snapshot with these options'
+    /// `hnsw_max_connections` and `hnsw_ef_construction`; otherwise a warning says why not,
+    /// and the index is built as without it.
     pub fn load(dir: &Path, options: FeedOptions) -> Result<Model, FeedError> {
         let started = Instant::now();
         let snapshot = snapshot::load(dir)?;
@@ -126,21 +132,24 @@ impl Model {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "snapshot validated"
         );
-        Model::build(snapshot, options)
+        Model::prepare(snapshot, options, Some(&dir.join(files::POSTS_INDEX)))
     }
 
-    /// Indexes an already validated snapshot.
+    /// Indexes an already validated snapshot (always building the index).
     pub fn build(snapshot: Snapshot, options: FeedOptions) -> Result<Model, FeedError> {
+        Model::prepare(snapshot, options, None)
+    }
+
+    /// Indexes the snapshot, loading the HNSW index from `stored_index` when it fits.
+    fn prepare(
+        snapshot: Snapshot,
+        options: FeedOptions,
+        stored_index: Option<&Path>,
+    ) -> Result<Model, FeedError> {
         let started = Instant::now();
         let scoring = ScoringConfig::with_overrides(&snapshot.manifest.scoring)?;
         let pools = Pools::of(&snapshot.posts);
-        let retriever = Retriever::build(
-            &snapshot.post_vectors,
-            &pools,
-            snapshot.metric(),
-            options.index,
-            options.hnsw_params(),
-        );
+        let (retriever, index_origin) = index_posts(&snapshot, &pools, &options, stored_index);
         let now = snapshot.newest_post_time().unwrap_or(0);
         let prior_score: Vec<f32> = snapshot
             .posts
@@ -162,6 +171,8 @@ impl Model {
         tracing::info!(
             model_version = snapshot.model_version(),
             index = ?options.index,
+            index_origin = index_origin.name(),
+            index_elapsed_ms = index_origin.elapsed().as_millis() as u64,
             organic_posts = retriever.organic_len(),
             ads = pools.ads.len(),
             elapsed_ms = build_time.as_millis() as u64,
@@ -177,6 +188,7 @@ impl Model {
             popular,
             now,
             build_time,
+            index_origin,
         })
     }
 
@@ -201,6 +213,17 @@ impl Model {
         self.build_time
     }
 
+    /// Whether the organic index was loaded from the stored index or built, and how long it
+    /// took.
+    pub fn index_origin(&self) -> &IndexOrigin {
+        &self.index_origin
+    }
+
+    /// Organic retrieval (for instance, to store its HNSW index).
+    pub fn retriever(&self) -> &Retriever {
+        &self.retriever
+    }
+
     /// The instant freshness is measured from.
     pub fn now(&self) -> i64 {
         self.now
@@ -215,12 +238,6 @@ impl Model {
     pub fn user_vector(&self, user_id: &str) -> Option<&[f32]> {
         let row = *self.user_rows.get(user_id)?;
         self.snapshot.user_vectors.row(row as usize).to_slice()
-    }
-
-    /// The retrieval stage alone (what a personal feed's candidates come from), for
-    /// measuring the rest of the pipeline against it.
-    pub fn retriever(&self) -> &Retriever {
-        &self.retriever
     }
 
     /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
@@ -287,6 +304,48 @@ impl Model {
         }
         ranked
     }
+}
+
+/// The organic index: loaded from `stored_index` if the options ask for HNSW and the file
+/// exists and fits this snapshot and these options (a stale or damaged one is never used),
+/// built otherwise.
+fn index_posts(
+    snapshot: &Snapshot,
+    pools: &Pools,
+    options: &FeedOptions,
+    stored_index: Option<&Path>,
+) -> (Retriever, IndexOrigin) {
+    let mut rejected = None;
+    if options.index != IndexKind::Exact
+        && let Some(path) = stored_index
+    {
+        let started = Instant::now();
+        match Retriever::load_hnsw(path, snapshot, pools, options.hnsw_params()) {
+            Ok(retriever) => {
+                let elapsed = started.elapsed();
+                return (retriever, IndexOrigin::Loaded { elapsed });
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    reason = %e,
+                    "stored index not used; building the index instead"
+                );
+                rejected = Some(e.to_string());
+            }
+        }
+    }
+    let started = Instant::now();
+    let retriever = Retriever::build(
+        &snapshot.post_vectors,
+        pools,
+        snapshot.metric(),
+        options.index,
+        options.hnsw_params(),
+    );
+    let elapsed = started.elapsed();
+    (retriever, IndexOrigin::Built { elapsed, rejected })
 }
 
 /// Organic posts by their viewer-independent score, languages interleaved, `depth` long.

@@ -1,4 +1,4 @@
-//! The `feedrank` binary: `demo`, `snapshot check`, and the bundled demo world.
+//! The `feedrank` binary: `demo`, `snapshot check`, `snapshot index`, and the bundled demo world.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -249,4 +249,118 @@ fn serve_rejects_a_bad_address_naming_the_flag() {
     let (code, stderr) = serve_until_exit(&["--addr", "not-an-address"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("--addr"), "{stderr}");
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn snapshot_index_stores_the_index_and_check_reports_whether_it_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "7");
+    let dir_arg = dir.path().to_str().unwrap();
+    let out = feedrank(&["snapshot", "check", dir_arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("stored index      none"), "{stdout}");
+
+    let mut names = file_names(dir.path());
+    let out = feedrank(&["snapshot", "index", dir_arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("organic posts in"), "{stdout}");
+    assert!(
+        stdout.contains("max_connections 16, ef_construction 200"),
+        "{stdout}"
+    );
+    let path = dir.path().join("posts.index");
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        stdout.contains(&format!("wrote {}", path.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bytes"), "{stdout}");
+    names.push("posts.index".into());
+    names.sort();
+    assert_eq!(file_names(dir.path()), names, "only posts.index is new");
+    assert!(size > 1_000, "{size} bytes");
+
+    let out = feedrank(&["snapshot", "check", dir_arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("stored index      posts.index matches"),
+        "{stdout}"
+    );
+
+    // Other [feed] options: the stored index is stale for them, the snapshot still valid.
+    let config = dir.path().join("feedrank.toml");
+    std::fs::write(&config, "[feed]\nhnsw_ef_construction = 100\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+    let out = feedrank(&["snapshot", "check", dir_arg, "--config", config_arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("stale: posts.index: built for ef_construction 200, options ask for 100"),
+        "{stdout}"
+    );
+    let out = feedrank(&["snapshot", "index", dir_arg, "--config", config_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ef_construction 100"));
+    let out = feedrank(&["snapshot", "check", dir_arg, "--config", config_arg]);
+    assert!(text(&out.stdout).contains("posts.index matches"));
+
+    // A damaged file: reported, the snapshot still valid.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let out = feedrank(&["snapshot", "check", dir_arg, "--config", config_arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("stale: posts.index: checksum mismatch"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn snapshot_index_refuses_a_broken_snapshot_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "6");
+    edit_file(dir.path(), "posts.jsonl", |s| {
+        s.replacen("\"organic\"", "\"promo\"", 1)
+    });
+    let names = file_names(dir.path());
+    let out = feedrank(&["snapshot", "index", dir.path().to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("field `kind`"), "{stderr}");
+    assert!(stderr.contains("the snapshot is rejected"), "{stderr}");
+    assert_eq!(file_names(dir.path()), names);
+}
+
+#[test]
+fn snapshot_index_rejects_an_unusable_config_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    small_demo(dir.path(), "6");
+    let config = dir.path().join("feedrank.toml");
+    std::fs::write(&config, "[feed]\nhnsw_max_connections = 1\n").unwrap();
+    let out = feedrank(&[
+        "snapshot",
+        "index",
+        dir.path().to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("feed.hnsw_max_connections"), "{stderr}");
+    assert!(!dir.path().join("posts.index").exists());
 }

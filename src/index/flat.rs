@@ -24,22 +24,31 @@ use std::collections::BinaryHeap;
 use ndarray::Array2;
 
 use super::hnsw::GraphNode;
-use super::{HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, best_first, builder, dot};
+use super::{
+    GraphBuilder, HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, best_first, builder,
+    dot,
+};
 use crate::snapshot::Metric;
 
 /// Floats per cache line.
-const LANES: usize = 16;
+pub(super) const LANES: usize = 16;
 
 /// One cache line of a row; rows start on a line.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([f32; LANES]);
+pub(super) struct Line(pub(super) [f32; LANES]);
+
+// SAFETY: `Line` is `repr(C)` around `[f32; LANES]`: 64 bytes, no padding (its size equals its
+// alignment), and every bit pattern is a valid `f32`. The stored-index format reads and writes
+// rows through these impls.
+unsafe impl bytemuck::Zeroable for Line {}
+unsafe impl bytemuck::Pod for Line {}
 
 /// Neighbour lists of consecutive nodes: node `i`'s are `links[offsets[i]..offsets[i + 1]]`.
 #[derive(Default)]
-struct Adjacency {
-    offsets: Vec<u32>,
-    links: Vec<u32>,
+pub(super) struct Adjacency {
+    pub(super) offsets: Vec<u32>,
+    pub(super) links: Vec<u32>,
 }
 
 impl Adjacency {
@@ -69,9 +78,9 @@ impl Adjacency {
 }
 
 /// A layer above 0: its members (positions, sorted) and their neighbour lists.
-struct UpperLayer {
-    members: Vec<u32>,
-    adjacency: Adjacency,
+pub(super) struct UpperLayer {
+    pub(super) members: Vec<u32>,
+    pub(super) adjacency: Adjacency,
 }
 
 impl UpperLayer {
@@ -87,21 +96,27 @@ impl UpperLayer {
 /// Approximate nearest neighbours on an HNSW graph built by hnsw_rs and searched from flat
 /// arrays: about a sixth of hnsw_rs's memory (at 64-d, mostly the vectors), and three to eight
 /// times faster per query (see `benches/retrieval.rs`).
+///
+/// [`FlatHnswIndex::write_to`] stores it in a file and [`FlatHnswIndex::read_from`] loads it
+/// back (see [`super::store`]), which is much faster than building the graph again.
 pub struct FlatHnswIndex {
-    dim: usize,
+    pub(super) builder: GraphBuilder,
+    pub(super) dim: usize,
     /// Floats per stored row: `dim` rounded up to whole cache lines, zero-padded.
-    stride: usize,
-    metric: Metric,
-    ef_search: usize,
+    pub(super) stride: usize,
+    pub(super) metric: Metric,
+    /// What the graph was built with (`max_connections`, `ef_construction`); `ef_search` is
+    /// the search's beam.
+    pub(super) params: HnswParams,
     /// Position `i` (in the graph and in `vectors`) is row `rows[i]` of the matrix.
-    rows: Vec<u32>,
+    pub(super) rows: Vec<u32>,
     /// `rows.len() × stride` floats.
-    vectors: Vec<Line>,
-    base: Adjacency,
+    pub(super) vectors: Vec<Line>,
+    pub(super) base: Adjacency,
     /// `upper[l - 1]` is layer `l`.
-    upper: Vec<UpperLayer>,
+    pub(super) upper: Vec<UpperLayer>,
     /// Where every search starts: a node on the top layer.
-    entry: u32,
+    pub(super) entry: u32,
 }
 
 impl FlatHnswIndex {
@@ -160,17 +175,17 @@ impl FlatHnswIndex {
             )
         };
         FlatHnswIndex::from_links(
+            GraphBuilder::Native,
             dim,
             metric,
-            params.ef_search,
+            params,
             rows.to_vec(),
             lines,
-            &graph.links,
-            graph.entry,
+            &graph,
         )
     }
 
-    /// Copies the graph of `hnsw`, with its metric, rows and `ef_search`. The copy does not
+    /// Copies the graph of `hnsw`, with its metric, rows and parameters. The copy does not
     /// refer to `hnsw`, which can be dropped.
     pub fn from_hnsw(hnsw: &HnswIndex) -> FlatHnswIndex {
         let dim = hnsw.dim();
@@ -200,27 +215,29 @@ impl FlatHnswIndex {
         );
 
         FlatHnswIndex::from_links(
+            GraphBuilder::HnswRs,
             dim,
             hnsw.metric(),
-            hnsw.ef_search(),
+            hnsw.params(),
             hnsw.rows().to_vec(),
             vectors,
-            &links,
-            entry,
+            &builder::BuiltGraph { links, entry },
         )
     }
 
     /// Assembles an index from padded rows (`lines`, one block of `dim` rounded up to whole
     /// lines per position) and per position its links from layer 0 up to its level.
     fn from_links(
+        builder: GraphBuilder,
         dim: usize,
         metric: Metric,
-        ef_search: usize,
+        params: HnswParams,
         rows: Vec<u32>,
         vectors: Vec<Line>,
-        links: &[Vec<Vec<u32>>],
-        entry: Option<u32>,
+        graph: &builder::BuiltGraph,
     ) -> FlatHnswIndex {
+        let links = &graph.links;
+        let entry = graph.entry;
         let n = rows.len();
         let stride = dim.div_ceil(LANES) * LANES;
         debug_assert_eq!(vectors.len() * LANES, n * stride);
@@ -244,10 +261,11 @@ impl FlatHnswIndex {
             })
             .collect();
         FlatHnswIndex {
+            builder,
             dim,
             stride,
             metric,
-            ef_search,
+            params,
             rows,
             vectors,
             base,
@@ -260,12 +278,27 @@ impl FlatHnswIndex {
         self.dim
     }
 
+    /// Who built the graph.
+    pub fn builder(&self) -> GraphBuilder {
+        self.builder
+    }
+
     pub fn metric(&self) -> Metric {
         self.metric
     }
 
     pub fn ef_search(&self) -> usize {
-        self.ef_search
+        self.params.ef_search
+    }
+
+    /// The parameters the graph was built with, and the search's `ef_search`.
+    pub fn params(&self) -> HnswParams {
+        self.params
+    }
+
+    /// Position `i` of the graph is row `rows()[i]` of the matrix it was built from.
+    pub fn rows(&self) -> &[u32] {
+        &self.rows
     }
 
     /// The top layer's number (0 when the graph has one layer or none).
@@ -290,7 +323,7 @@ impl FlatHnswIndex {
 
     /// All stored floats, `stride` per position.
     #[inline]
-    fn data(&self) -> &[f32] {
+    pub(super) fn data(&self) -> &[f32] {
         // SAFETY: `Line` is `repr(C)` around `[f32; LANES]` with no padding (its size, 64 bytes,
         // equals its alignment), so the lines are `len × LANES` initialised, contiguous `f32`s,
         // borrowed for as long as `self`.
@@ -546,7 +579,7 @@ impl std::fmt::Debug for FlatHnswIndex {
             .field("len", &self.rows.len())
             .field("dim", &self.dim)
             .field("metric", &self.metric)
-            .field("ef_search", &self.ef_search)
+            .field("ef_search", &self.params.ef_search)
             .field("max_level", &self.max_level())
             .field("memory_bytes", &self.memory_bytes())
             .finish_non_exhaustive()
@@ -559,7 +592,7 @@ impl NeighborIndex for FlatHnswIndex {
     }
 
     fn search(&self, query: &[f32], k: usize, filter: Option<RowFilter<'_>>) -> Vec<Neighbor> {
-        self.search_with_ef(query, k, self.ef_search, filter)
+        self.search_with_ef(query, k, self.params.ef_search, filter)
     }
 }
 

@@ -88,7 +88,8 @@ pub struct HnswIndex {
     /// Norm the query is rescaled to before searching: 1 under cosine, the largest row norm `R`
     /// under dot.
     query_scale: f32,
-    ef_search: usize,
+    /// What the graph was built with; `ef_search` is used by searches.
+    params: HnswParams,
 }
 
 impl HnswIndex {
@@ -128,7 +129,7 @@ impl HnswIndex {
             dim,
             metric,
             query_scale,
-            ef_search: params.ef_search,
+            params,
         };
         if rows.is_empty() {
             return index;
@@ -231,7 +232,12 @@ impl HnswIndex {
     }
 
     pub fn ef_search(&self) -> usize {
-        self.ef_search
+        self.params.ef_search
+    }
+
+    /// The parameters the graph was built with.
+    pub fn params(&self) -> HnswParams {
+        self.params
     }
 
     /// Graph data id `i` is row `rows()[i]`.
@@ -286,7 +292,7 @@ impl std::fmt::Debug for HnswIndex {
             .field("len", &self.rows.len())
             .field("dim", &self.dim)
             .field("metric", &self.metric)
-            .field("ef_search", &self.ef_search)
+            .field("ef_search", &self.params.ef_search)
             .finish_non_exhaustive()
     }
 }
@@ -297,6 +303,6 @@ impl NeighborIndex for HnswIndex {
     }
 
     fn search(&self, query: &[f32], k: usize, filter: Option<RowFilter<'_>>) -> Vec<Neighbor> {
-        self.search_with_ef(query, k, self.ef_search, filter)
+        self.search_with_ef(query, k, self.params.ef_search, filter)
     }
 }

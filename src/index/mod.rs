@@ -2,12 +2,15 @@
 //!
 //! [`NeighborIndex`] is the one interface; [`ExactIndex`] (a vectorised scan, the reference and
 //! the choice for small pools), [`HnswIndex`] (hnsw_rs graph) and [`FlatHnswIndex`] (the same
-//! graph copied into flat arrays, searched without hnsw_rs) implement it.
+//! graph copied into flat arrays, searched without hnsw_rs) implement it. [`store`] saves a
+//! [`FlatHnswIndex`] to a file and loads it back; its [`StoredIndexError`] is this layer's
+//! error type.
 
 mod builder;
 mod exact;
 mod flat;
 mod hnsw;
+pub mod store;
 pub mod synthetic;
 
 use ndarray::Array2;
@@ -17,6 +20,40 @@ use crate::snapshot::Metric;
 pub use exact::ExactIndex;
 pub use flat::FlatHnswIndex;
 pub use hnsw::{HnswIndex, HnswParams};
+pub use store::{IndexBinding, StoredIndexError};
+
+/// The hnsw_rs release that builds `index = "hnsw_rs"` graphs.
+pub const HNSW_RS_BUILDER: &str = "hnsw_rs 0.3.5";
+
+/// Who built an HNSW graph. Recorded in stored indexes for information: both graphs serve the
+/// same search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphBuilder {
+    /// feedrank's own parallel builder.
+    Native,
+    /// hnsw_rs, copied into flat arrays.
+    HnswRs,
+}
+
+impl GraphBuilder {
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphBuilder::Native => concat!("feedrank ", env!("CARGO_PKG_VERSION")),
+            GraphBuilder::HnswRs => HNSW_RS_BUILDER,
+        }
+    }
+
+    /// Reads a recorded name back: any version of either builder.
+    pub fn from_name(name: &str) -> Option<GraphBuilder> {
+        if name.starts_with("feedrank ") {
+            Some(GraphBuilder::Native)
+        } else if name.starts_with("hnsw_rs ") {
+            Some(GraphBuilder::HnswRs)
+        } else {
+            None
+        }
+    }
+}
 
 /// A search hit: `row` is the row of the matrix the index was built from.
 #[derive(Debug, Clone, Copy, PartialEq)]

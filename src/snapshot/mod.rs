@@ -23,6 +23,7 @@ pub use records::{
     MAX_ID_BYTES, MAX_LANG_BYTES, MAX_TAG_BYTES, MAX_UNIX_SECONDS, is_normalised_hashtag,
     is_valid_lang, normalise_hashtag,
 };
+pub(crate) use summary::thousands;
 pub use summary::{Summary, TOP_HASHTAGS};
 pub use write::sha256_hex;
 
@@ -38,6 +39,9 @@ pub mod files {
     pub const USERS_JSONL: &str = "users.jsonl";
     pub const HASHTAGS_NPY: &str = "hashtags.npy";
     pub const HASHTAGS_JSONL: &str = "hashtags.jsonl";
+    /// Optional: a prebuilt HNSW index of the posts (`index::store`). Not a data file: it is
+    /// not listed in `files`, and it binds itself to `posts.npy` by that file's sha256.
+    pub const POSTS_INDEX: &str = "posts.index";
     /// Every data file the contract knows, in the order they are checked.
     pub const DATA_FILES: [&str; 6] = [
         POSTS_NPY,
@@ -171,6 +175,14 @@ impl Snapshot {
 
     pub fn model_version(&self) -> &str {
         &self.manifest.model_version
+    }
+
+    /// sha256 of `posts.npy` as the manifest lists it (always listed in a loaded snapshot).
+    pub fn posts_sha256(&self) -> Option<&str> {
+        self.manifest
+            .files
+            .get(files::POSTS_NPY)
+            .map(String::as_str)
     }
 
     /// The newest `created_at` among posts: the snapshot's "now" for freshness.
