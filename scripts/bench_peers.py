@@ -434,7 +434,8 @@ def run_peer(args):
         def ids_of(result):
             return result[0][0]
 
-        version = hnswlib.__version__ if hasattr(hnswlib, "__version__") else None
+        version = getattr(hnswlib, "__version__", None)
+        build_options = None
     else:
         import faiss
 
@@ -456,6 +457,8 @@ def run_peer(args):
             return result[1][0]
 
         version = faiss.__version__
+        # Which SIMD build of the library was loaded (the wheel ships several).
+        build_options = faiss.get_compile_options()
 
     from importlib import metadata
 
@@ -465,6 +468,7 @@ def run_peer(args):
             "kind": "versions",
             "engine": args.run_peer,
             "version": version or metadata.version(package),
+            "build_options": build_options,
             "numpy": np.__version__,
             "python": platform.python_version(),
             "call_overhead_us": call_overhead(
@@ -575,11 +579,25 @@ def print_tables(title, meta, feedrank_records, peer_records, args):
     print(
         f"\nMachine: {cpu}, {os.cpu_count()} cores (shared: expect noise). Python "
         f"{platform.python_version()}, numpy {versions[0]['numpy'] if versions else '?'}, "
-        + ", ".join(f"{v['engine']} {v['version']}" for v in versions)
-        + f"; feedrank built with `cargo --release`."
+        + ", ".join(
+            f"{v['engine']} {v['version']}"
+            + (f" ({v['build_options'].strip()})" if v.get("build_options") else "")
+            for v in versions
+        )
+        + f"; feedrank: {args.feedrank_bin or 'cargo run --release'}"
+        + "."
     )
-    if setup.get("exact_queries_limited"):
-        pass
+    memory = next(
+        (r for r in feedrank_records if r["kind"] == "memory" and r["stage"] == "after_build"),
+        None,
+    )
+    if memory is not None:
+        print(
+            f"\nfeedrank's process once its indexes were built: VmRSS "
+            f"{memory['vm_rss_bytes'] / 2**20:.1f} MB, VmHWM {memory['vm_hwm_bytes'] / 2**20:.1f} MB "
+            f"(it holds the engines asked for, {', '.join(engines_of(feedrank_records))}, "
+            f"built on {setup.get('build_threads', '?')} thread(s))."
+        )
     print()
     print(
         "| engine | ef | k | recall@10 | recall@100 | recall@200 | median µs | p99 µs "
@@ -604,6 +622,10 @@ def print_tables(title, meta, feedrank_records, peer_records, args):
     )
     print_overhead(versions)
     print_equal_recall(rows, versions)
+
+
+def engines_of(records):
+    return [r["engine"] for r in records if r["kind"] == "build"]
 
 
 def print_overhead(versions):
@@ -664,7 +686,8 @@ def print_equal_recall(rows, versions):
         )
         if exact is not None:
             speedup = (
-                f"feedrank flat is {exact['median_us'] / flat['median_us']:.1f}× faster"
+                f"exact / feedrank flat: {exact['median_us'] / flat['median_us']:.1f}× "
+                f"(feedrank flat's speed-up)"
                 if flat is not None
                 else "–"
             )
