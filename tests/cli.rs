@@ -445,77 +445,62 @@ fn bench_ann_text_output_and_engine_choice() {
     assert!(searches[0].contains("(7 queries)"), "{stdout}");
 }
 
+/// Runs `bench ann --k K` on the named files and checks it exits 1 with one error line that
+/// names `file` and says `problem`, before measuring anything.
+fn expect_rejected(
+    dir: &Path,
+    [base, queries, truth]: [&str; 3],
+    k: &str,
+    file: &str,
+    problem: &str,
+) {
+    let out = bench_ann(dir, base, queries, truth, &["--k", k]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains(file) && line.contains(problem),
+        "{file}, {problem}: {stderr}"
+    );
+    assert!(
+        text(&out.stdout).is_empty(),
+        "nothing measured: {}",
+        text(&out.stdout)
+    );
+}
+
 #[test]
 fn bench_ann_rejects_inputs_that_do_not_fit_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    write_ann_inputs(dir.path(), 10);
     let d = dir.path();
+    write_ann_inputs(d, 10);
     let mut ids = Vec::new();
     feedrank::snapshot::npy::write_i32_matrix(&mut ids, &ndarray::Array2::from_elem((40, 10), 800))
         .unwrap();
     std::fs::write(d.join("out_of_range.npy"), ids).unwrap();
-    let cases: [(&str, &str, &str, &[&str], &str, &str); 5] = [
-        (
-            "base.npy",
-            "queries8.npy",
-            "truth.npy",
-            &[],
-            "queries8.npy",
-            "dimension 8",
-        ),
-        (
-            "base.npy",
-            "queries.npy",
-            "truth.npy",
-            &["--k", "10,20"],
-            "truth.npy",
-            "10 columns",
-        ),
-        (
-            "absent.npy",
-            "queries.npy",
-            "truth.npy",
-            &[],
-            "absent.npy",
-            "cannot open",
-        ),
-        (
-            "base.npy",
-            "queries.npy",
-            "out_of_range.npy",
-            &[],
-            "out_of_range.npy",
-            "id 800",
-        ),
-        (
-            "base.npy",
-            "queries.npy",
-            "base.npy",
-            &[],
-            "base.npy",
-            "int32",
-        ),
-    ];
-    for (base, queries, truth, extra, file, problem) in cases {
-        let mut args = vec!["--k", "10"];
-        if !extra.is_empty() {
-            args = extra.to_vec();
-        }
-        let out = bench_ann(d, base, queries, truth, &args);
-        let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("no error line: {stderr}"));
-        assert!(
-            line.contains(file) && line.contains(problem),
-            "{file}, {problem}: {stderr}"
-        );
-        assert!(
-            text(&out.stdout).is_empty(),
-            "nothing measured: {}",
-            text(&out.stdout)
-        );
-    }
+
+    let files = ["base.npy", "queries.npy", "truth.npy"];
+    // The inputs themselves are accepted.
+    let out = bench_ann(
+        d,
+        files[0],
+        files[1],
+        files[2],
+        &["--k", "10", "--engines", "exact"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let with_queries = ["base.npy", "queries8.npy", "truth.npy"];
+    expect_rejected(d, with_queries, "10", "queries8.npy", "dimension 8");
+    expect_rejected(d, files, "10,20", "truth.npy", "10 columns");
+    let missing = ["absent.npy", "queries.npy", "truth.npy"];
+    expect_rejected(d, missing, "10", "absent.npy", "cannot open");
+    let out_of_range = ["base.npy", "queries.npy", "out_of_range.npy"];
+    expect_rejected(d, out_of_range, "10", "out_of_range.npy", "id 800");
+    // Float vectors given as the truth: the dtype is named.
+    let float_truth = ["base.npy", "queries.npy", "base.npy"];
+    expect_rejected(d, float_truth, "10", "base.npy", "int32");
 }
