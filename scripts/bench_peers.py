@@ -507,11 +507,37 @@ def run_peer(args):
 
 
 def json_lines(cmd, env=None):
+    """Runs `cmd`, collecting the JSON records it prints and reporting each on stderr as it
+    comes (a large build takes many minutes)."""
     print("running: " + " ".join(str(c) for c in cmd), file=sys.stderr)
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env, check=False)
+    records = []
+    with subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env) as proc:
+        for line in proc.stdout:
+            if not line.startswith("{"):
+                continue
+            record = json.loads(line)
+            records.append(record)
+            note = progress(record)
+            if note:
+                print("  " + note, file=sys.stderr, flush=True)
     if proc.returncode != 0:
         sys.exit(f"error: {cmd[0]} exited with status {proc.returncode}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return records
+
+
+def progress(record):
+    """A one-line note on a build or a search record; `None` for the others."""
+    kind = record["kind"]
+    if kind == "build":
+        return f"built {record['engine']} in {record['seconds']:.1f} s"
+    if kind == "search":
+        recall = ", ".join(f"@{j} {v:.4f}" for j, v in record["recall"].items())
+        ef = record["ef"] if record["ef"] is not None else "-"
+        return (
+            f"{record['engine']} ef {ef} k {record['k_requested']}: median "
+            f"{record['median_us']:.1f} µs, recall {recall}"
+        )
+    return None
 
 
 def run_feedrank(args, directory):

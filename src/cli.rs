@@ -68,6 +68,7 @@ struct AnnArgs {
     /// HNSW links per node.
     #[arg(long, default_value_t = 16)]
     m: usize,
+    /// Breadth of the beam while inserting into the graph.
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
     /// Search beams to sweep; each run uses max(ef, k).
