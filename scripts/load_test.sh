@@ -16,6 +16,7 @@
 #   --connections C    concurrent connections (default 32)
 #   --port P           port on 127.0.0.1 (default 18090)
 #   --keep-going       after the fixed rates, keep doubling the rate until p99 exceeds 20 ms
+#   FEEDRANK_BIN=PATH  use this feedrank binary instead of building one
 #
 # The first run builds the release binary, installs oha with `cargo install` if it is absent
 # (a few minutes), generates the world and stores its index (`feedrank snapshot index`), so the
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     --connections) connections=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --keep-going) keep_going=1; shift ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -58,8 +59,12 @@ if ! command -v oha >/dev/null; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release --quiet
-bin=target/release/feedrank
+if [ -n "${FEEDRANK_BIN:-}" ]; then
+  bin=$FEEDRANK_BIN
+else
+  cargo build --release --quiet
+  bin=${CARGO_TARGET_DIR:-target}/release/feedrank
+fi
 
 if [ ! -f "$world/manifest.json" ]; then
   echo "generating a world of $posts posts and $users users in $world..."
@@ -90,7 +95,8 @@ ready=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
 rss() { awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' "/proc/$pid/status"; }
 echo "ready after $ready s; resident memory $(rss)"
 
-url="$base/v1/users/u_[1-9][0-9]{4}/feed?limit=20"
+# A regex: `?` escaped.
+url="$base/v1/users/u_[1-9][0-9]{4}/feed\\?limit=20"
 run() { # $1 = label, $2 = rate (0 = flat out)
   local label=$1 rate=$2 args=()
   [ "$rate" -gt 0 ] && args+=(-q "$rate" --latency-correction)
@@ -142,6 +148,8 @@ for step in steps:
     target = "max" if step == "max" else step.split("-")[1]
     print(f"| {target} | {s['requestsPerSec']:.0f} | {ms(p['p50'])} | {ms(p['p90'])} "
           f"| {ms(p['p99'])} | {ms(s['slowest'])} | {errors} |")
+    if errors:
+        print(f"  (status codes: {codes}, errors: {r.get('errorDistribution', {})})")
     if crossed is None and step != "max" and p["p99"] is not None and p["p99"] > 0.020:
         crossed = target
 print()

@@ -1,4 +1,4 @@
-//! The `feedrank` command line: `serve`, `snapshot check`, `snapshot index`, `demo`.
+//! The `feedrank` command line: `serve`, `snapshot check`, `snapshot index`, `demo`, `bench ann`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,9 +11,10 @@ use crate::api::{self, AppState};
 use crate::candidates::{IndexKind, Pools, Retriever};
 use crate::config::{LogFormat, ServeConfig};
 use crate::demo::{self, DemoConfig};
+use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
 use crate::feed::{FeedError, FeedOptions, Model};
 use crate::scoring::ScoringConfig;
-use crate::snapshot::{self, Issue, Snapshot, Summary, files, thousands};
+use crate::snapshot::{self, Issue, Metric, Snapshot, Summary, files, thousands};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +38,63 @@ enum Command {
     },
     /// Write a synthetic demo world as a snapshot.
     Demo(DemoArgs),
+    /// Measure the retrieval engines.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Recall and single-thread latency of the flat HNSW search, hnsw_rs's search and the exact
+    /// scan against a given ground truth; exits 1 if an input is missing or does not fit.
+    Ann(AnnArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AnnArgs {
+    /// Base vectors: n × d float32 .npy.
+    #[arg(long)]
+    base: PathBuf,
+    /// Queries: q × d float32 .npy.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Row ids of each query's exact top-K in the base, best first: q × K int32 .npy.
+    #[arg(long)]
+    truth: PathBuf,
+    /// cosine (base rows are normalised on load) or dot.
+    #[arg(long, default_value = "cosine", value_parser = parse_metric)]
+    metric: Metric,
+    /// HNSW links per node.
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    /// Breadth of the beam while inserting into the graph.
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    /// Search beams to sweep; each run uses max(ef, k).
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,256,512")]
+    ef: Vec<usize>,
+    /// Recall cut-offs; the smallest and the largest are the k requested.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,200")]
+    k: Vec<usize>,
+    /// Engines to run, in order: flat, hnsw_rs, exact.
+    #[arg(long, value_delimiter = ',', default_value = "flat,hnsw_rs,exact")]
+    engines: Vec<Engine>,
+    /// Run the exact scan on only the first N queries (it is slow on large bases).
+    #[arg(long)]
+    exact_queries: Option<usize>,
+    /// Print one JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_metric(s: &str) -> Result<Metric, String> {
+    match s {
+        "cosine" => Ok(Metric::Cosine),
+        "dot" => Ok(Metric::Dot),
+        _ => Err(format!("unknown metric `{s}` (cosine or dot)")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +166,51 @@ pub fn main() -> ExitCode {
             command: SnapshotCommand::Index { dir, config },
         } => store_index(&dir, config.as_deref()),
         Command::Demo(args) => write_demo(args),
+        Command::Bench {
+            command: BenchCommand::Ann(args),
+        } => bench_ann(args),
+    }
+}
+
+fn bench_ann(args: AnnArgs) -> ExitCode {
+    let config = AnnBenchConfig {
+        metric: args.metric,
+        max_connections: args.m,
+        ef_construction: args.ef_construction,
+        efs: args.ef,
+        ks: args.k,
+        engines: args.engines,
+        exact_queries: args.exact_queries,
+    };
+    let result = config
+        .validate()
+        .and_then(|()| {
+            AnnData::load(
+                &args.base,
+                &args.queries,
+                &args.truth,
+                config.metric,
+                config.max_k(),
+            )
+        })
+        .and_then(|data| {
+            ann::run(data, &config, |record| {
+                if args.json {
+                    match serde_json::to_string(record) {
+                        Ok(line) => println!("{line}"),
+                        Err(e) => eprintln!("error: cannot encode a record: {e}"),
+                    }
+                } else {
+                    println!("{record}");
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -364,3 +364,257 @@ fn snapshot_index_rejects_an_unusable_config_naming_it() {
     assert!(stderr.contains("feed.hnsw_max_connections"), "{stderr}");
     assert!(!dir.path().join("posts.index").exists());
 }
+
+/// Base vectors (rows of random scale: `bench ann` normalises them under cosine), queries and
+/// the exact top-`truth_k` by cosine computed here by brute force in f64, written as `.npy`.
+fn write_ann_inputs(dir: &Path, truth_k: usize) {
+    use feedrank::index::synthetic;
+    use feedrank::snapshot::npy;
+    use ndarray::Array2;
+
+    let (n, dim, q) = (800, 16, 40);
+    let mut base = synthetic::clustered(n, dim, 20, 1.0, 3);
+    for (r, mut row) in base.rows_mut().into_iter().enumerate() {
+        row *= 0.5 + (r % 7) as f32;
+    }
+    let queries = synthetic::queries(q, dim, 20, 1.0, 3);
+    let cosine = |a: ndarray::ArrayView1<f32>, b: ndarray::ArrayView1<f32>| {
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        let norm = |v: ndarray::ArrayView1<f32>| {
+            v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
+        };
+        dot / (norm(a) * norm(b))
+    };
+    let mut truth = Array2::<i32>::zeros((q, truth_k));
+    for (i, query) in queries.rows().into_iter().enumerate() {
+        let mut scored: Vec<(f64, usize)> = base
+            .rows()
+            .into_iter()
+            .enumerate()
+            .map(|(r, row)| (cosine(query, row), r))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (c, &(_, r)) in scored.iter().take(truth_k).enumerate() {
+            truth[[i, c]] = r as i32;
+        }
+    }
+    let write_f32 = |name: &str, m: &Array2<f32>| {
+        let mut bytes = Vec::new();
+        npy::write_f32_matrix(&mut bytes, m).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    };
+    write_f32("base.npy", &base);
+    write_f32("queries.npy", &queries);
+    let mut bytes = Vec::new();
+    npy::write_i32_matrix(&mut bytes, &truth).unwrap();
+    std::fs::write(dir.join("truth.npy"), bytes).unwrap();
+    // The same queries cut to 8 dimensions, for the mismatch test.
+    write_f32(
+        "queries8.npy",
+        &queries.slice(ndarray::s![.., ..8]).to_owned(),
+    );
+}
+
+fn bench_ann(dir: &Path, base: &str, queries: &str, truth: &str, extra: &[&str]) -> Output {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (base, queries, truth) = (path(base), path(queries), path(truth));
+    let mut args = vec![
+        "bench",
+        "ann",
+        "--base",
+        &base,
+        "--queries",
+        &queries,
+        "--truth",
+        &truth,
+    ];
+    args.extend_from_slice(extra);
+    feedrank(&args)
+}
+
+#[test]
+fn bench_ann_reports_recall_against_a_brute_force_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ann_inputs(dir.path(), 30);
+    let out = bench_ann(
+        dir.path(),
+        "base.npy",
+        "queries.npy",
+        "truth.npy",
+        &["--ef", "16,64", "--k", "5,30,10", "--json"],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let setup = &records[0];
+    assert_eq!(setup["kind"], "setup");
+    assert_eq!(setup["base_rows"], 800);
+    assert_eq!(setup["dim"], 16);
+    assert_eq!(setup["queries"], 40);
+    assert_eq!(setup["truth_k"], 30);
+    assert_eq!(setup["requested_ks"], serde_json::json!([5, 30]));
+    for engine in ["hnsw_rs", "flat", "exact"] {
+        let build = records
+            .iter()
+            .find(|r| r["kind"] == "build" && r["engine"] == engine)
+            .unwrap_or_else(|| panic!("no build record for {engine}: {stdout}"));
+        assert!(build["seconds"].as_f64().unwrap() >= 0.0, "{build}");
+    }
+    let flat_build = records
+        .iter()
+        .find(|r| r["kind"] == "build" && r["engine"] == "flat")
+        .unwrap();
+    // At least the 800 × 16 vectors.
+    assert!(flat_build["memory_bytes"].as_u64().unwrap() >= 800 * 16 * 4);
+
+    let searches: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "search").collect();
+    let runs: Vec<(String, Option<u64>, u64)> = searches
+        .iter()
+        .map(|r| {
+            (
+                r["engine"].as_str().unwrap().to_string(),
+                r["ef"].as_u64(),
+                r["k_requested"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let run = |e: &str, ef: Option<u64>, k: u64| (e.to_string(), ef, k);
+    // k = 5 and k = 30 (the smallest and largest cut-off); beams max(ef, k), run once each.
+    assert_eq!(
+        runs,
+        [
+            run("flat", Some(16), 5),
+            run("flat", Some(64), 5),
+            run("flat", Some(30), 30),
+            run("flat", Some(64), 30),
+            run("hnsw_rs", Some(16), 5),
+            run("hnsw_rs", Some(64), 5),
+            run("hnsw_rs", Some(30), 30),
+            run("hnsw_rs", Some(64), 30),
+            run("exact", None, 5),
+            run("exact", None, 30),
+        ]
+    );
+    for r in &searches {
+        assert_eq!(r["queries"], 40, "{r}");
+        let (median, p99) = (
+            r["median_us"].as_f64().unwrap(),
+            r["p99_us"].as_f64().unwrap(),
+        );
+        assert!(median > 0.0 && p99 >= median, "{r}");
+        assert!(r["mean_us"].as_f64().unwrap() > 0.0 && r["qps"].as_f64().unwrap() > 0.0);
+        let recall = r["recall"].as_object().unwrap();
+        let k = r["k_requested"].as_u64().unwrap();
+        let cutoffs: Vec<&str> = recall.keys().map(String::as_str).collect();
+        // Every cut-off up to the k requested.
+        let expected: &[&str] = if k == 5 { &["5"] } else { &["10", "30", "5"] };
+        let mut sorted = cutoffs.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected, "{r}");
+        for (cutoff, value) in recall {
+            let value = value.as_f64().unwrap();
+            match r["engine"].as_str().unwrap() {
+                "exact" => assert_eq!(value, 1.0, "exact recall@{cutoff}: {r}"),
+                "flat" if r["ef"] == 64 => assert!(value >= 0.95, "flat recall@{cutoff}: {r}"),
+                _ => assert!((0.0..=1.0).contains(&value), "{r}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn bench_ann_text_output_and_engine_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    write_ann_inputs(dir.path(), 10);
+    let out = bench_ann(
+        dir.path(),
+        "base.npy",
+        "queries.npy",
+        "truth.npy",
+        &[
+            "--ef",
+            "32",
+            "--k",
+            "10",
+            "--engines",
+            "exact",
+            "--exact-queries",
+            "7",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("hnsw_rs"), "{stdout}");
+    let searches: Vec<&str> = stdout.lines().filter(|l| l.starts_with("search")).collect();
+    assert_eq!(searches.len(), 1, "{stdout}");
+    assert!(searches[0].contains("recall@10 1.0000"), "{stdout}");
+    assert!(searches[0].contains("(7 queries)"), "{stdout}");
+}
+
+/// Runs `bench ann --k K` on the named files and checks it exits 1 with one error line that
+/// names `file` and says `problem`, before measuring anything.
+fn expect_rejected(
+    dir: &Path,
+    [base, queries, truth]: [&str; 3],
+    k: &str,
+    file: &str,
+    problem: &str,
+) {
+    let out = bench_ann(dir, base, queries, truth, &["--k", k]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr}"));
+    assert!(
+        line.contains(file) && line.contains(problem),
+        "{file}, {problem}: {stderr}"
+    );
+    assert!(
+        text(&out.stdout).is_empty(),
+        "nothing measured: {}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bench_ann_rejects_inputs_that_do_not_fit_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_ann_inputs(d, 10);
+    let mut ids = Vec::new();
+    feedrank::snapshot::npy::write_i32_matrix(&mut ids, &ndarray::Array2::from_elem((40, 10), 800))
+        .unwrap();
+    std::fs::write(d.join("out_of_range.npy"), ids).unwrap();
+
+    let files = ["base.npy", "queries.npy", "truth.npy"];
+    // The inputs themselves are accepted.
+    let out = bench_ann(
+        d,
+        files[0],
+        files[1],
+        files[2],
+        &["--k", "10", "--engines", "exact"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let with_queries = ["base.npy", "queries8.npy", "truth.npy"];
+    expect_rejected(d, with_queries, "10", "queries8.npy", "dimension 8");
+    expect_rejected(d, files, "10,20", "truth.npy", "10 columns");
+    let missing = ["absent.npy", "queries.npy", "truth.npy"];
+    expect_rejected(d, missing, "10", "absent.npy", "cannot open");
+    let out_of_range = ["base.npy", "queries.npy", "out_of_range.npy"];
+    expect_rejected(d, out_of_range, "10", "out_of_range.npy", "id 800");
+    // Float vectors given as the truth: the dtype is named.
+    let float_truth = ["base.npy", "queries.npy", "base.npy"];
+    expect_rejected(d, float_truth, "10", "base.npy", "int32");
+}

@@ -47,6 +47,13 @@ impl ExactIndex {
     pub fn metric(&self) -> Metric {
         self.metric
     }
+
+    /// Heap memory held by the index: the copied vectors and the row map.
+    pub fn memory_bytes(&self) -> usize {
+        size_of::<Self>()
+            + self.data.capacity() * size_of::<f32>()
+            + self.rows.capacity() * size_of::<u32>()
+    }
 }
 
 impl std::fmt::Debug for ExactIndex {

@@ -1,6 +1,7 @@
 //! The subset of NumPy's `.npy` format the snapshot contract uses: little-endian float32,
-//! C order, two dimensions. Parsed by hand so that a wrong dtype or shape is reported in the
-//! contract's own words rather than as a generic decoding error.
+//! C order, two dimensions (and int32 matrices of row ids, for the ANN benchmark's ground
+//! truth). Parsed by hand so that a wrong dtype or shape is reported in the contract's own words
+//! rather than as a generic decoding error.
 
 use std::io::{self, Read, Write};
 
@@ -8,11 +9,54 @@ use ndarray::Array2;
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
+/// A matrix element type this module reads and writes: 4 bytes, stored little endian.
+pub trait Element: bytemuck::Pod {
+    /// The little-endian dtype string numpy writes, e.g. `<f4`.
+    const DESCR: &'static str;
+    /// How numpy names the type, for messages.
+    const NAME: &'static str;
+    fn to_le_bytes(self) -> [u8; 4];
+    /// Converts a value read as little-endian bytes to native order.
+    fn le_to_native(self) -> Self;
+}
+
+impl Element for f32 {
+    const DESCR: &'static str = "<f4";
+    const NAME: &'static str = "float32";
+    fn to_le_bytes(self) -> [u8; 4] {
+        f32::to_le_bytes(self)
+    }
+    fn le_to_native(self) -> Self {
+        f32::from_bits(u32::from_le(self.to_bits()))
+    }
+}
+
+impl Element for i32 {
+    const DESCR: &'static str = "<i4";
+    const NAME: &'static str = "int32";
+    fn to_le_bytes(self) -> [u8; 4] {
+        i32::to_le_bytes(self)
+    }
+    fn le_to_native(self) -> Self {
+        i32::from_le(self)
+    }
+}
+
 /// Writes `matrix` as a version 1.0 `.npy` file body (`<f4`, C order), as `numpy.save` does.
 pub fn write_f32_matrix<W: Write>(out: &mut W, matrix: &Array2<f32>) -> io::Result<()> {
+    write_matrix(out, matrix)
+}
+
+/// Writes `matrix` as a version 1.0 `.npy` file body (`<i4`, C order), as `numpy.save` does.
+pub fn write_i32_matrix<W: Write>(out: &mut W, matrix: &Array2<i32>) -> io::Result<()> {
+    write_matrix(out, matrix)
+}
+
+fn write_matrix<W: Write, T: Element>(out: &mut W, matrix: &Array2<T>) -> io::Result<()> {
     let (rows, cols) = matrix.dim();
+    let descr = T::DESCR;
     let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + header length (2) + header + '\n' is padded to 64 bytes.
     let unpadded = MAGIC.len() + 2 + 2 + header.len() + 1;
     header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
@@ -129,16 +173,24 @@ impl Header {
     /// Checks that this header describes what the snapshot contract allows: a little-endian
     /// float32 matrix in C order. Returns `(rows, cols)`.
     pub fn f32_matrix_shape(&self) -> Result<(usize, usize), NpyError> {
-        if self.descr != "<f4" {
-            let hint = if self.descr == ">f4" {
-                "big-endian float32; export with `arr.astype('<f4')`"
+        self.matrix_shape::<f32>()
+    }
+
+    /// Checks that this header describes a little-endian `T` matrix in C order. Returns
+    /// `(rows, cols)`.
+    pub fn matrix_shape<T: Element>(&self) -> Result<(usize, usize), NpyError> {
+        if self.descr != T::DESCR {
+            let (name, want) = (T::NAME, T::DESCR);
+            let big_endian = want.replacen('<', ">", 1);
+            let hint = if self.descr == big_endian {
+                format!("big-endian {name}; export with `arr.astype('{want}')`")
             } else {
-                "not float32; export with `arr.astype(numpy.float32)`"
+                format!("not {name}; export with `arr.astype(numpy.{name})`")
             };
             return Err(NpyError::new(
                 Some("descr"),
                 format!(
-                    "dtype `{}` is {hint} (the contract requires `<f4`)",
+                    "dtype `{}` is {hint} (the contract requires `{want}`)",
                     self.descr
                 ),
             ));
@@ -180,6 +232,18 @@ pub fn f32_data_len(rows: usize, cols: usize) -> Option<usize> {
     rows.checked_mul(cols)?.checked_mul(4)
 }
 
+/// Reads `n` little-endian values straight into a vector (no intermediate byte buffer).
+fn read_values<R: Read, T: Element>(r: &mut R, n: usize) -> io::Result<Vec<T>> {
+    let mut values = vec![T::zeroed(); n];
+    r.read_exact(bytemuck::cast_slice_mut(&mut values))?;
+    if cfg!(target_endian = "big") {
+        for v in &mut values {
+            *v = v.le_to_native();
+        }
+    }
+    Ok(values)
+}
+
 /// Reads `n` little-endian float32 values straight into a vector (no intermediate byte buffer).
 /// `on_bytes` sees the bytes as read from `r`, before any byte-order conversion (to hash them).
 pub fn read_f32_values<R: Read>(
@@ -200,14 +264,25 @@ pub fn read_f32_values<R: Read>(
 
 /// Reads a whole `.npy` file holding a little-endian float32 C-order matrix, rejecting
 /// anything else, including truncated files and bytes after the data.
-pub fn read_f32_matrix<R: Read>(mut r: R) -> Result<Array2<f32>, NpyError> {
+pub fn read_f32_matrix<R: Read>(r: R) -> Result<Array2<f32>, NpyError> {
+    read_matrix(r)
+}
+
+/// Reads a whole `.npy` file holding a little-endian int32 C-order matrix, as
+/// [`read_f32_matrix`] does for float32.
+pub fn read_i32_matrix<R: Read>(r: R) -> Result<Array2<i32>, NpyError> {
+    read_matrix(r)
+}
+
+fn read_matrix<R: Read, T: Element>(mut r: R) -> Result<Array2<T>, NpyError> {
     let (header, _) = read_header(&mut r)?;
-    let (rows, cols) = header.f32_matrix_shape()?;
+    let (rows, cols) = header.matrix_shape::<T>()?;
+    // Both element types are 4 bytes wide, as `f32_data_len` counts.
     let n = rows
         .checked_mul(cols)
         .filter(|_| f32_data_len(rows, cols).is_some())
         .ok_or_else(|| NpyError::new(Some("shape"), "shape is too large"))?;
-    let values = read_f32_values(&mut r, n, |_| {}).map_err(|e| {
+    let values = read_values::<_, T>(&mut r, n).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             NpyError::new(
                 None,
@@ -436,6 +511,29 @@ mod tests {
         let mut bytes = Vec::new();
         write_f32_matrix(&mut bytes, &m).unwrap();
         assert_eq!(read_f32_matrix(&bytes[..]).unwrap(), m);
+    }
+
+    #[test]
+    fn round_trips_int32_and_keeps_the_types_apart() {
+        let m = Array2::from_shape_fn((2, 3), |(r, c)| (r as i32 - 1) * 1_000_000 + c as i32);
+        let mut bytes = Vec::new();
+        write_i32_matrix(&mut bytes, &m).unwrap();
+        assert_eq!(read_i32_matrix(&bytes[..]).unwrap(), m);
+        let err = read_f32_matrix(&bytes[..]).unwrap_err();
+        assert_eq!(err.field, Some("descr"));
+        assert!(err.message.contains("`<i4` is not float32"), "{err}");
+        let mut floats = Vec::new();
+        write_f32_matrix(&mut floats, &Array2::zeros((1, 1))).unwrap();
+        let err = read_i32_matrix(&floats[..]).unwrap_err();
+        assert_eq!(err.field, Some("descr"));
+        assert!(err.message.contains("astype(numpy.int32)"), "{err}");
+        let big_endian = npy_with_header(
+            1,
+            "{'descr': '>i4', 'fortran_order': False, 'shape': (1, 1), }",
+            &[0; 4],
+        );
+        let err = read_i32_matrix(&big_endian[..]).unwrap_err();
+        assert!(err.message.contains("big-endian int32"), "{err}");
     }
 
     #[test]
