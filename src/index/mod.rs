@@ -2,11 +2,13 @@
 //!
 //! [`NeighborIndex`] is the one interface; [`ExactIndex`] (a vectorised scan, the reference and
 //! the choice for small pools), [`HnswIndex`] (hnsw_rs graph) and [`FlatHnswIndex`] (the same
-//! graph copied into flat arrays, searched without hnsw_rs) implement it.
+//! graph copied into flat arrays, searched without hnsw_rs) implement it, and so does
+//! [`LiveIndex`]: a snapshot's flat graph plus the posts appended after it.
 
 mod exact;
 mod flat;
 mod hnsw;
+mod live;
 pub mod synthetic;
 
 use ndarray::Array2;
@@ -16,6 +18,7 @@ use crate::snapshot::Metric;
 pub use exact::ExactIndex;
 pub use flat::FlatHnswIndex;
 pub use hnsw::{HnswIndex, HnswParams};
+pub use live::{CHUNK_ROWS, LiveConfig, LiveError, LiveIndex, SegmentSizes};
 
 /// A search hit: `row` is the row of the matrix the index was built from.
 #[derive(Debug, Clone, Copy, PartialEq)]
