@@ -48,12 +48,16 @@ use crate::snapshot::Metric;
 pub const CHUNK_ROWS: usize = 256;
 
 /// When the live index seals its delta and merges its sealed graphs.
+///
+/// The defaults follow `benches/retrieval.rs` (`live/...`, top-200 at 64 dimensions): the exact
+/// scan of the delta costs less than a graph search over the same rows up to about 20,000 rows,
+/// and every graph segment costs about as much again as a search of the base, so few are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveConfig {
-    /// Delta rows at which a background seal starts. The exact scan of the delta grows
-    /// linearly with it; see `benches/retrieval.rs` (`live/...`) for its cost next to a graph's.
+    /// Delta rows at which a background seal starts (default 20,000).
     pub seal_threshold: usize,
-    /// Sealed graphs allowed before they are merged into one (at least 1).
+    /// Sealed graphs allowed before they are merged into one (at least 1; default 2). A merge
+    /// rebuilds a graph from all their rows.
     pub max_sealed: usize,
     /// Parameters of the graphs seals and merges build; `ef_search` is the beam
     /// [`NeighborIndex::search`] uses on every graph segment, the base included.
@@ -63,8 +67,8 @@ pub struct LiveConfig {
 impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
-            seal_threshold: 10_000,
-            max_sealed: 4,
+            seal_threshold: 20_000,
+            max_sealed: 2,
             hnsw: HnswParams::default(),
         }
     }
@@ -332,7 +336,10 @@ impl LiveIndex {
 
 impl NeighborIndex for LiveIndex {
     fn len(&self) -> usize {
-        self.segment_sizes().total()
+        let segments = self.shared.segments.load();
+        segments.base.len()
+            + segments.sealed.iter().map(|g| g.len()).sum::<usize>()
+            + segments.delta.len
     }
 
     fn search(&self, query: &[f32], k: usize, filter: Option<RowFilter<'_>>) -> Vec<Neighbor> {
