@@ -308,11 +308,24 @@ fn live(c: &mut Criterion) {
             index.search_with_ef(q, 200, 200, None)
         });
     }
+    // Two sealed graphs, as many as the default configuration keeps before merging.
+    let index = live_with(10_000, 10_000);
+    index.wait_idle();
+    let rows: Vec<u32> = ((N + 10_000) as u32..(N + 20_000) as u32).collect();
+    let more = vectors.slice(ndarray::s![N + 10_000..N + 20_000, ..]);
+    index.append(&rows, more).expect("new rows");
+    index.wait_idle();
+    let name = "live/top200_ef200_sealed2x10000";
+    report(name, &index);
+    bench_queries(c, name, &queries, |q| {
+        index.search_with_ef(q, 200, 200, None)
+    });
 }
 
 criterion_group! {
     name = benches;
-    // Modest samples: the whole run, graph build included, takes a few minutes on two cores.
+    // Modest samples: the whole run, graph builds included, takes about a quarter of an hour on
+    // two cores.
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
