@@ -1,5 +1,7 @@
 //! Retrieval latency over clustered 64-d posts: exact scan against HNSW graphs, searched by
 //! hnsw_rs and from the flat arrays (graph built by feedrank's builder, and by hnsw_rs).
+//! Also the live index (a 100,000-post graph plus posts appended after it) with deltas of
+//! several sizes, before and after sealing.
 //!
 //! `cargo bench --bench retrieval` runs 100,000 posts; `FEEDRANK_BENCH_SIZES=100000,1000000`
 //! adds a million. hnsw_rs takes over ten minutes and gigabytes to build a million-point graph,
@@ -14,11 +16,13 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use feedrank::index::{
-    ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, synthetic,
+    ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, LiveConfig, LiveIndex, Neighbor,
+    NeighborIndex, RowFilter, synthetic,
 };
 use feedrank::snapshot::Metric;
 
@@ -249,13 +253,136 @@ fn retrieval_at(c: &mut Criterion, n: usize) {
     group.finish();
 }
 
+/// Times `search` on one query per iteration, cycling through `queries`.
+fn bench_queries(
+    c: &mut Criterion,
+    name: &str,
+    queries: &[Vec<f32>],
+    search: impl Fn(&[f32]) -> Vec<Neighbor>,
+) {
+    let mut next = 0;
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let q = &queries[next % queries.len()];
+            next += 1;
+            black_box(search(black_box(q)))
+        })
+    });
+}
+
+/// Posts in the live benchmarks' base graph.
+const N: usize = 100_000;
+const CLUSTERS: usize = N / POSTS_PER_CLUSTER;
+
+/// Largest delta measured.
+const APPENDED: usize = 30_000;
+
+/// A top-200 on the 100,000-post graph plus posts appended after it: in the delta (an exact scan
+/// on top of the graph search) or sealed into a graph of their own.
+fn live(c: &mut Criterion) {
+    let base = {
+        let vectors = synthetic::clustered(N, DIM, CLUSTERS, SPREAD, SEED);
+        let rows: Vec<u32> = (0..N as u32).collect();
+        let params = HnswParams::default();
+        Arc::new(FlatHnswIndex::build(
+            &vectors,
+            &rows,
+            Metric::Cosine,
+            params,
+        ))
+    };
+    let base = &base;
+    // The same sequence as the base's vectors, continued: rows N.. are the new posts.
+    let vectors = synthetic::clustered(N + APPENDED, DIM, CLUSTERS, SPREAD, SEED);
+    let queries: Vec<Vec<f32>> = synthetic::queries(QUERIES, DIM, CLUSTERS, SPREAD, SEED)
+        .rows()
+        .into_iter()
+        .map(|q| q.to_vec())
+        .collect();
+    let live_with = |appended: usize, seal_threshold: usize| {
+        let config = LiveConfig {
+            seal_threshold,
+            ..LiveConfig::default()
+        };
+        let index = LiveIndex::new(Arc::clone(base), config).expect("valid configuration");
+        let rows: Vec<u32> = (N as u32..(N + appended) as u32).collect();
+        let new_posts = vectors.slice(ndarray::s![N..N + appended, ..]);
+        index.append(&rows, new_posts).expect("new rows");
+        index
+    };
+    let report = |name: &str, index: &LiveIndex| {
+        let union: Vec<u32> = (0..index.len() as u32).collect();
+        let exact = ExactIndex::build(&vectors, &union, Metric::Cosine);
+        let search = |q: &[f32], k, ef, f: Option<RowFilter<'_>>| index.search_with_ef(q, k, ef, f);
+        eprintln!(
+            "{name}: segments {:?}, {:.1} MB, recall@200 ef 200 {:.4}",
+            index.segment_sizes(),
+            index.memory_bytes() as f64 / MB,
+            recall(&search, &exact, &queries, (200, 200), None),
+        );
+    };
+
+    // Appending one post at a time: each append copies the delta's last, partly filled chunk.
+    let one_by_one = LiveIndex::new(
+        Arc::clone(base),
+        LiveConfig {
+            seal_threshold: usize::MAX,
+            ..LiveConfig::default()
+        },
+    )
+    .expect("valid configuration");
+    let start = Instant::now();
+    for row in N..N + APPENDED {
+        let post = vectors.slice(ndarray::s![row..row + 1, ..]);
+        one_by_one.append(&[row as u32], post).expect("a new row");
+    }
+    eprintln!(
+        "appending {APPENDED} posts one at a time: {:.1?} per post",
+        start.elapsed() / APPENDED as u32
+    );
+    drop(one_by_one);
+
+    for appended in [0, 1_000, 3_000, 10_000, 20_000, APPENDED] {
+        let index = live_with(appended, usize::MAX);
+        let name = format!("live/top200_ef200_delta{appended}");
+        report(&name, &index);
+        bench_queries(c, &name, &queries, |q| {
+            index.search_with_ef(q, 200, 200, None)
+        });
+    }
+    for appended in [1_000, 10_000, 20_000, APPENDED] {
+        let start = Instant::now();
+        let index = live_with(appended, appended);
+        index.wait_idle();
+        let name = format!("live/top200_ef200_sealed{appended}");
+        eprintln!("sealing {appended} posts: {:.1?}", start.elapsed());
+        report(&name, &index);
+        bench_queries(c, &name, &queries, |q| {
+            index.search_with_ef(q, 200, 200, None)
+        });
+    }
+    // Two sealed graphs, as many as the default configuration keeps before merging.
+    let index = live_with(10_000, 10_000);
+    index.wait_idle();
+    let rows: Vec<u32> = ((N + 10_000) as u32..(N + 20_000) as u32).collect();
+    let more = vectors.slice(ndarray::s![N + 10_000..N + 20_000, ..]);
+    index.append(&rows, more).expect("new rows");
+    index.wait_idle();
+    let name = "live/top200_ef200_sealed2x10000";
+    report(name, &index);
+    bench_queries(c, name, &queries, |q| {
+        index.search_with_ef(q, 200, 200, None)
+    });
+}
+
 criterion_group! {
     name = benches;
-    // Modest samples: the whole run, graph build included, takes a few minutes on two cores.
+    // Modest samples: the whole run, graph builds included, takes about a quarter of an hour on
+    // two cores.
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5));
-    targets = retrieval
+    targets = retrieval, live
 }
 criterion_main!(benches);

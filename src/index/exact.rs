@@ -1,5 +1,6 @@
 //! Exact search: a scan over a contiguous matrix.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
@@ -101,59 +102,96 @@ impl NeighborIndex for ExactIndex {
         if k == 0 {
             return Vec::new();
         }
-        let Some(query_norm) = query_norm(query) else {
+        let Some(query) = prepared_query(query, self.metric) else {
             return Vec::new();
         };
-        let unit: Vec<f32>;
-        let query = match self.metric {
-            Metric::Cosine => {
-                unit = query.iter().map(|x| x / query_norm).collect();
-                &unit
-            }
-            Metric::Dot => query,
-        };
+        let mut best = TopK::new(k);
+        best.scan(&query, &self.data, &self.rows, filter);
+        best.into_sorted()
+    }
+}
 
+/// The query as the scan scores it: normalised under cosine, as is under dot; `None` when it
+/// has no direction.
+pub(super) fn prepared_query(query: &[f32], metric: Metric) -> Option<Cow<'_, [f32]>> {
+    let norm = query_norm(query)?;
+    Some(match metric {
+        Metric::Cosine => Cow::Owned(query.iter().map(|x| x / norm).collect()),
+        Metric::Dot => Cow::Borrowed(query),
+    })
+}
+
+/// The best `k` hits among the rows scanned so far, over one or several row-major blocks.
+pub(super) struct TopK {
+    k: usize,
+    heap: BinaryHeap<Worst>,
+    /// The k-th best similarity once `k` hits are kept: anything below it cannot enter.
+    floor: f32,
+}
+
+impl TopK {
+    pub(super) fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+            floor: f32::NEG_INFINITY,
+        }
+    }
+
+    /// Scores `rows` (row-major in `data`, `query.len()` floats each) against the prepared
+    /// `query` and keeps the best that pass `filter`.
+    pub(super) fn scan(
+        &mut self,
+        query: &[f32],
+        data: &[f32],
+        rows: &[u32],
+        filter: Option<RowFilter<'_>>,
+    ) {
+        let dim = query.len();
+        debug_assert_eq!(data.len(), rows.len() * dim, "data does not hold the rows");
+        if self.k == 0 || rows.is_empty() {
+            return;
+        }
         // Scores a block of rows at a time, then keeps the best in a bounded heap. With rows in
         // no particular order only O(k log(n/k)) of them beat the current k-th best, so the
         // filter (a dynamic call) and the heap are rarely touched; `floor` rejects the rest with
         // one comparison.
         const BLOCK: usize = 256;
         let mut scores = [0.0f32; BLOCK];
-        let mut heap = BinaryHeap::with_capacity(k + 1);
-        let mut floor = f32::NEG_INFINITY;
-        for (block, rows) in self
-            .data
-            .chunks(BLOCK * self.dim)
-            .zip(self.rows.chunks(BLOCK))
-        {
+        for (block, rows) in data.chunks(BLOCK * dim.max(1)).zip(rows.chunks(BLOCK)) {
             let scores = &mut scores[..rows.len()];
             dot_many(query, block, scores);
             for (&similarity, &row) in scores.iter().zip(rows) {
-                if similarity < floor {
+                if similarity < self.floor {
                     continue;
                 }
                 let hit = Neighbor { row, similarity };
-                if heap.len() == k
-                    && heap
+                if self.heap.len() == self.k
+                    && self
+                        .heap
                         .peek()
-                        .is_some_and(|w: &Worst| best_first(&hit, &w.0) != Ordering::Less)
+                        .is_some_and(|w| best_first(&hit, &w.0) != Ordering::Less)
                 {
                     continue;
                 }
                 if filter.is_some_and(|keep| !keep(row)) {
                     continue;
                 }
-                if heap.len() < k {
-                    heap.push(Worst(hit));
-                } else if let Some(mut worst) = heap.peek_mut() {
+                if self.heap.len() < self.k {
+                    self.heap.push(Worst(hit));
+                } else if let Some(mut worst) = self.heap.peek_mut() {
                     *worst = Worst(hit);
                 }
-                if heap.len() == k {
-                    floor = heap.peek().map_or(floor, |w| w.0.similarity);
+                if self.heap.len() == self.k {
+                    self.floor = self.heap.peek().map_or(self.floor, |w| w.0.similarity);
                 }
             }
         }
-        let mut hits: Vec<Neighbor> = heap.into_iter().map(|w| w.0).collect();
+    }
+
+    /// The hits kept, best first.
+    pub(super) fn into_sorted(self) -> Vec<Neighbor> {
+        let mut hits: Vec<Neighbor> = self.heap.into_iter().map(|w| w.0).collect();
         hits.sort_unstable_by(best_first);
         hits
     }

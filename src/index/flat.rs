@@ -185,6 +185,24 @@ impl FlatHnswIndex {
         )
     }
 
+    /// Builds a graph over every row of `vectors`, naming row `i` of the matrix `rows[i]` in
+    /// results: for vectors that are not rows of one matrix indexed by their row numbers (the
+    /// live index's segments). Panics if the lengths differ, or as [`FlatHnswIndex::build`].
+    pub(super) fn build_labelled(
+        vectors: &Array2<f32>,
+        rows: Vec<u32>,
+        metric: Metric,
+        params: HnswParams,
+    ) -> FlatHnswIndex {
+        assert_eq!(vectors.nrows(), rows.len(), "one row number per vector");
+        let positions: Vec<u32> =
+            (0..u32::try_from(rows.len()).expect("fewer than 2^32 rows")).collect();
+        let mut index = FlatHnswIndex::build(vectors, &positions, metric, params);
+        // Position `i` is matrix row `i`: renaming the rows renames every result.
+        index.rows = rows;
+        index
+    }
+
     /// Copies the graph of `hnsw`, with its metric, rows and parameters. The copy does not
     /// refer to `hnsw`, which can be dropped.
     pub fn from_hnsw(hnsw: &HnswIndex) -> FlatHnswIndex {
@@ -319,6 +337,12 @@ impl FlatHnswIndex {
                 .iter()
                 .map(|l| l.members.capacity() * size_of::<u32>() + l.adjacency.memory_bytes())
                 .sum::<usize>()
+    }
+
+    /// The stored vector of the node at `position` (as indexed: unit under cosine).
+    pub(super) fn vector(&self, position: usize) -> &[f32] {
+        let start = position * self.stride;
+        &self.data()[start..start + self.dim]
     }
 
     /// All stored floats, `stride` per position.

@@ -2,7 +2,8 @@
 //!
 //! [`NeighborIndex`] is the one interface; [`ExactIndex`] (a vectorised scan, the reference and
 //! the choice for small pools), [`HnswIndex`] (hnsw_rs graph) and [`FlatHnswIndex`] (the same
-//! graph copied into flat arrays, searched without hnsw_rs) implement it. [`store`] saves a
+//! graph copied into flat arrays, searched without hnsw_rs) implement it, and so does
+//! [`LiveIndex`]: a snapshot's flat graph plus the posts appended after it. [`store`] saves a
 //! [`FlatHnswIndex`] to a file and loads it back; its [`StoredIndexError`] is this layer's
 //! error type.
 
@@ -10,6 +11,7 @@ mod builder;
 mod exact;
 mod flat;
 mod hnsw;
+mod live;
 pub mod store;
 pub mod synthetic;
 
@@ -20,6 +22,7 @@ use crate::snapshot::Metric;
 pub use exact::ExactIndex;
 pub use flat::FlatHnswIndex;
 pub use hnsw::{HnswIndex, HnswParams};
+pub use live::{CHUNK_ROWS, LiveConfig, LiveError, LiveIndex, SegmentSizes};
 pub use store::{IndexBinding, StoredIndexError};
 
 /// The hnsw_rs release that builds `index = "hnsw_rs"` graphs.
