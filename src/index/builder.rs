@@ -95,13 +95,52 @@ pub(super) fn build(data: &[f32], stride: usize, n: usize, shape: Shape) -> Buil
     });
 
     let entry = builder.top.into_inner().expect("not poisoned").entry;
+    let mut links: Vec<Vec<Vec<u32>>> = builder
+        .nodes
+        .into_iter()
+        .map(|node| node.into_inner().expect("not poisoned"))
+        .collect();
+    connect_unreachable(&mut links, entry);
     BuiltGraph {
-        links: builder
-            .nodes
-            .into_iter()
-            .map(|node| node.into_inner().expect("not poisoned"))
-            .collect(),
+        links,
         entry: Some(entry),
+    }
+}
+
+/// Pruning can leave a node with no in-links on layer 0 (most often among near-duplicates), and
+/// then no search ever finds it. Links every such node from the first of its own neighbours
+/// (which the walk reaches), one past that neighbour's limit if need be, until the whole layer
+/// is reachable from the entry point.
+fn connect_unreachable(links: &mut [Vec<Vec<u32>>], entry: u32) {
+    let n = links.len();
+    let mut reached = vec![false; n];
+    let mut stack = vec![entry];
+    reached[entry as usize] = true;
+    let walk = |stack: &mut Vec<u32>, reached: &mut [bool], links: &[Vec<Vec<u32>>]| {
+        while let Some(p) = stack.pop() {
+            for &q in &links[p as usize][0] {
+                if !reached[q as usize] {
+                    reached[q as usize] = true;
+                    stack.push(q);
+                }
+            }
+        }
+    };
+    walk(&mut stack, &mut reached, links);
+    for p in 0..n {
+        if reached[p] {
+            continue;
+        }
+        // Any reached node will do as a parent; its own nearest neighbour is the natural one.
+        let parent = links[p][0]
+            .iter()
+            .copied()
+            .find(|&q| reached[q as usize])
+            .unwrap_or(entry);
+        links[parent as usize][0].push(p as u32);
+        reached[p] = true;
+        stack.push(p as u32);
+        walk(&mut stack, &mut reached, links);
     }
 }
 
@@ -403,7 +442,8 @@ mod tests {
         assert_eq!(levels[entry], *levels.iter().max().unwrap());
         for (p, layers) in graph.links.iter().enumerate() {
             for (layer, list) in layers.iter().enumerate() {
-                assert!(list.len() <= if layer == 0 { 16 } else { 8 });
+                // Layer 0 may exceed 2M by the links that make every node reachable.
+                assert!(layer == 0 || list.len() <= 8);
                 assert!(!list.contains(&(p as u32)), "node {p} links to itself");
                 let mut sorted = list.clone();
                 sorted.sort_unstable();
@@ -417,5 +457,18 @@ mod tests {
                 assert!(!layers[0].is_empty(), "node {p} has no links on layer 0");
             }
         }
+        // Every node is reachable on layer 0 from the entry point.
+        let mut reached = vec![false; n];
+        let mut stack = vec![entry as u32];
+        reached[entry] = true;
+        while let Some(p) = stack.pop() {
+            for &q in &graph.links[p as usize][0] {
+                if !reached[q as usize] {
+                    reached[q as usize] = true;
+                    stack.push(q);
+                }
+            }
+        }
+        assert!(reached.iter().all(|&r| r), "a node is unreachable");
     }
 }
