@@ -212,13 +212,14 @@ fn check_dot_metric(name: &str, build: fn(&Array2<f32>, &[u32]) -> Box<dyn Neigh
     let exact = ExactIndex::build(&vectors, &pool, Metric::Dot);
     let index = build(&vectors, &pool);
     let mut total = 0.0;
+    let mut top_hit_misses = 0;
     for q in queries.rows() {
         let q = q.as_slice().unwrap();
         let truth = exact.search(q, 10, None);
         let got = index.search(q, 10, None);
         assert_eq!(got.len(), 10);
         assert_best_first(&got);
-        assert_eq!(got[0].row, truth[0].row, "{name}: top hit differs");
+        top_hit_misses += usize::from(got[0].row != truth[0].row);
         for n in &got {
             let expected = exact_dot(&vectors, n.row, q);
             assert!(
@@ -231,8 +232,15 @@ fn check_dot_metric(name: &str, build: fn(&Array2<f32>, &[u32]) -> Box<dyn Neigh
         total += recall(&got, &truth);
     }
     let mean = total / 50.0;
-    eprintln!("{name} recall@10 under the dot metric: {mean:.4}");
+    eprintln!("{name} recall@10 under the dot metric: {mean:.4}, top hit missed {top_hit_misses}/50");
     assert!(mean >= 0.95, "{name}: dot recall@10 = {mean:.4}");
+    // The graph is approximate and the parallel build differs from run to run: over 200 builds
+    // the top hit was missed for at most 2 of the 50 queries. Ranking by cosine instead of the
+    // raw inner product would miss 47 of them.
+    assert!(
+        top_hit_misses <= 3,
+        "{name}: the top hit differs from exact search for {top_hit_misses} of 50 queries"
+    );
 }
 
 #[test]
