@@ -196,21 +196,7 @@ impl Builder<'_> {
 
     #[inline]
     fn prefetch(&self, p: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let row = self.row(p);
-            // The first two cache lines: the hardware prefetcher follows on for longer rows.
-            // SAFETY: prefetching is a hint; the addresses are inside `row`.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().cast());
-                if row.len() > 16 {
-                    _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(16).cast());
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
+        super::prefetch_row(self.row(p));
     }
 
     /// Copies node `p`'s neighbours on `layer` into `out`.
