@@ -6,6 +6,10 @@
 //! a feed's latency budget is about its tail.
 //!
 //! `cargo bench --bench feed` (FEEDRANK_BENCH_POSTS overrides the corpus size, e.g. 1000000).
+//! FEEDRANK_BENCH_SNAPSHOT=DIR loads a snapshot directory instead of generating a world, with
+//! its stored index when it has a matching one: at a million posts that saves building the
+//! graph (`feedrank demo --out DIR --posts 1000000 --users 100000`, then
+//! `feedrank snapshot index DIR`).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -40,21 +44,36 @@ fn percentiles(mut micros: Vec<f64>) -> (String, f64) {
     (summary, at(0.5))
 }
 
-fn bench_feed(c: &mut Criterion) {
-    let posts = posts();
-    let config = DemoConfig {
-        posts,
-        users: (posts / 10).clamp(1_000, 100_000),
-        ..DemoConfig::default()
-    };
-    let snapshot = demo::generate(&config).expect("demo world");
-    let users: Vec<String> = snapshot.users.iter().map(|u| u.id.clone()).collect();
+/// The model to measure: the snapshot directory named by FEEDRANK_BENCH_SNAPSHOT, or a
+/// generated demo world of FEEDRANK_BENCH_POSTS posts.
+fn model() -> Model {
     let started = Instant::now();
-    let model = Model::build(snapshot, FeedOptions::default()).expect("model");
+    let model = match std::env::var_os("FEEDRANK_BENCH_SNAPSHOT") {
+        Some(dir) => Model::load(dir.as_ref(), FeedOptions::default()).expect("snapshot"),
+        None => {
+            let posts = posts();
+            let config = DemoConfig {
+                posts,
+                users: (posts / 10).clamp(1_000, 100_000),
+                ..DemoConfig::default()
+            };
+            let snapshot = demo::generate(&config).expect("demo world");
+            Model::build(snapshot, FeedOptions::default()).expect("model")
+        }
+    };
     eprintln!(
-        "{posts} posts: model built (HNSW) in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "{} posts: model ready in {:.1} s (index: {:?})",
+        model.snapshot().posts.len(),
+        started.elapsed().as_secs_f64(),
+        model.index_origin()
     );
+    model
+}
+
+fn bench_feed(c: &mut Criterion) {
+    let model = model();
+    let posts = model.snapshot().posts.len();
+    let users: Vec<String> = model.snapshot().users.iter().map(|u| u.id.clone()).collect();
 
     let serve = |user: &str| {
         let request = FeedRequest {

@@ -84,6 +84,10 @@ struct AnnArgs {
     /// Run the exact scan on only the first N queries (it is slow on large bases).
     #[arg(long)]
     exact_queries: Option<usize>,
+    /// Timed passes over the queries per run; each query counts its fastest pass, which on a
+    /// shared machine is the closest to the engine's own cost.
+    #[arg(long, default_value_t = 3)]
+    passes: usize,
     /// Print one JSON object per line instead of text.
     #[arg(long)]
     json: bool,
@@ -181,6 +185,7 @@ fn bench_ann(args: AnnArgs) -> ExitCode {
         ks: args.k,
         engines: args.engines,
         exact_queries: args.exact_queries,
+        passes: args.passes,
     };
     let result = config
         .validate()
