@@ -73,7 +73,12 @@ fn model() -> Model {
 fn bench_feed(c: &mut Criterion) {
     let model = model();
     let posts = model.snapshot().posts.len();
-    let users: Vec<String> = model.snapshot().users.iter().map(|u| u.id.clone()).collect();
+    let users: Vec<String> = model
+        .snapshot()
+        .users
+        .iter()
+        .map(|u| u.id.clone())
+        .collect();
 
     let serve = |user: &str| {
         let request = FeedRequest {

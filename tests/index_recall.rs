@@ -232,7 +232,9 @@ fn check_dot_metric(name: &str, build: fn(&Array2<f32>, &[u32]) -> Box<dyn Neigh
         total += recall(&got, &truth);
     }
     let mean = total / 50.0;
-    eprintln!("{name} recall@10 under the dot metric: {mean:.4}, top hit missed {top_hit_misses}/50");
+    eprintln!(
+        "{name} recall@10 under the dot metric: {mean:.4}, top hit missed {top_hit_misses}/50"
+    );
     assert!(mean >= 0.95, "{name}: dot recall@10 = {mean:.4}");
     // The graph is approximate and the parallel build differs from run to run: over 200 builds
     // the top hit was missed for at most 2 of the 50 queries. Ranking by cosine instead of the

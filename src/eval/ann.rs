@@ -677,8 +677,15 @@ pub fn run(
                         Engine::Exact => exact.as_ref().expect("built").search(query, k, None),
                     }
                 };
-                let (latency, recall) =
-                    time_queries(&queries, query_count, config.passes, &truth, k, &recall_ks, search);
+                let (latency, recall) = time_queries(
+                    &queries,
+                    query_count,
+                    config.passes,
+                    &truth,
+                    k,
+                    &recall_ks,
+                    search,
+                );
                 emit(&Record::Search(SearchRun {
                     engine,
                     ef: beam,
