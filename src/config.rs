@@ -13,6 +13,12 @@
 //! hnsw_ef_construction = 200
 //! hnsw_ef_search = 64
 //! candidates = 200
+//! hashtag_candidates = 60    # from the hashtags the user follows
+//! trending_candidates = 40   # best value per view in the trending window
+//! fresh_candidates = 20      # recent posts with few views (exploration)
+//! trending_window_hours = 72
+//! fresh_window_hours = 24
+//! fresh_max_views = 200
 //! max_depth = 500
 //! ```
 
@@ -97,6 +103,21 @@ impl ServeConfig {
         let f = &self.feed;
         if f.candidates == 0 || f.candidates > 10_000 {
             return invalid("feed.candidates", "must be from 1 to 10000");
+        }
+        for (field, value) in [
+            ("feed.hashtag_candidates", f.hashtag_candidates),
+            ("feed.trending_candidates", f.trending_candidates),
+            ("feed.fresh_candidates", f.fresh_candidates),
+        ] {
+            if value > 10_000 {
+                return invalid(field, "must be from 0 to 10000");
+            }
+        }
+        if f.trending_window_hours == 0 || f.fresh_window_hours == 0 {
+            return invalid(
+                "feed.trending_window_hours / fresh_window_hours",
+                "must be at least 1",
+            );
         }
         if f.max_depth == 0 || f.max_depth > 100_000 {
             return invalid("feed.max_depth", "must be from 1 to 100000");

@@ -1,9 +1,12 @@
 //! The feed: a loaded model and the pipeline that turns a user id into a ranked page.
 //!
-//! Stages, in order: candidate sources (`candidates`) → scoring (`scoring`) → ordering
-//! (`policy`) → pagination. Everything that does not depend on the viewer (each post's value
-//! and freshness, the non-personal ranking) is computed once when the model loads, so a request
-//! costs one similarity search plus a sort of a few hundred candidates.
+//! Stages, in order: candidate sources (`candidates`: personal retrieval, followed hashtags,
+//! value-trending, fresh) merged without duplicates → filters (the viewer's seen, hidden and
+//! reported posts and blocked authors; posts past the report threshold) → hydration (similarity
+//! of the non-personal candidates to the viewer) → scoring (`scoring`) → ordering (`policy`) →
+//! pagination. Everything that does not depend on the viewer (each post's value and freshness,
+//! the source lists, the non-personal ranking) is computed once when the model loads, so a
+//! request costs one similarity search plus a sort of a few hundred candidates.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::candidates::{IndexKind, IndexOrigin, Pools, Retriever};
+use crate::candidates::{
+    self, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, SourceLists, SourceQuotas,
+    SourceWindows, Sourced, UserSignals,
+};
 use crate::index::HnswParams;
 use crate::policy::{self, Scored};
 use crate::scoring::{self, ScoringConfig, ScoringError};
@@ -46,6 +52,18 @@ pub struct FeedOptions {
     pub hnsw_ef_search: usize,
     /// Posts retrieved by similarity for each personal feed request.
     pub candidates: usize,
+    /// Candidates from the hashtags the user follows, per request.
+    pub hashtag_candidates: usize,
+    /// Candidates from the value-trending list, per request.
+    pub trending_candidates: usize,
+    /// Candidates from the fresh (recent, few views) list, per request: the exploration share.
+    pub fresh_candidates: usize,
+    /// Trending ranks posts at most this old, by value per view.
+    pub trending_window_hours: u32,
+    /// Fresh takes posts at most this old ...
+    pub fresh_window_hours: u32,
+    /// ... with fewer views than this.
+    pub fresh_max_views: u64,
     /// How many posts a feed can page through before `next_cursor` is null.
     pub max_depth: usize,
 }
@@ -59,12 +77,42 @@ impl Default for FeedOptions {
             hnsw_ef_construction: hnsw.ef_construction,
             hnsw_ef_search: hnsw.ef_search,
             candidates: 200,
+            // Beside 200 personal candidates: enough from each other source to fill a page
+            // on its own, few enough that similarity still decides most of the feed.
+            hashtag_candidates: 60,
+            trending_candidates: 40,
+            fresh_candidates: 20,
+            trending_window_hours: 72,
+            fresh_window_hours: 24,
+            fresh_max_views: 200,
             max_depth: 500,
         }
     }
 }
 
 impl FeedOptions {
+    /// Per-request quotas of the candidate sources.
+    pub fn source_quotas(&self) -> SourceQuotas {
+        SourceQuotas {
+            personal: self.candidates,
+            hashtag: self.hashtag_candidates,
+            trending: self.trending_candidates,
+            fresh: self.fresh_candidates,
+        }
+    }
+
+    fn source_windows(&self, now: i64) -> SourceWindows {
+        SourceWindows {
+            now,
+            trending_window_secs: i64::from(self.trending_window_hours) * 3600,
+            fresh_window_secs: i64::from(self.fresh_window_hours) * 3600,
+            fresh_max_views: self.fresh_max_views,
+            // Deep enough for any page of any source; bounded so the lists stay small.
+            per_hashtag: self.max_depth,
+            list_len: self.max_depth,
+        }
+    }
+
     pub fn hnsw_params(&self) -> HnswParams {
         HnswParams {
             max_connections: self.hnsw_max_connections,
@@ -84,6 +132,10 @@ pub struct Model {
     user_rows: HashMap<String, u32>,
     /// Per post row: viewer-independent part of the blend (value and freshness terms).
     prior_score: Vec<f32>,
+    /// Per post row: reported past the threshold, so shown to nobody.
+    reported_out: Vec<bool>,
+    /// The non-personal candidate sources, best first.
+    source_lists: SourceLists,
     /// The non-personal feed: good recent organic posts, languages interleaved.
     popular: Vec<Scored>,
     /// Reference instant for freshness: the newest post in the snapshot.
@@ -151,16 +203,48 @@ impl Model {
         let pools = Pools::of(&snapshot.posts);
         let (retriever, index_origin) = index_posts(&snapshot, &pools, &options, stored_index);
         let now = snapshot.newest_post_time().unwrap_or(0);
+        let value: Vec<f32> = snapshot
+            .posts
+            .iter()
+            .map(|p| scoring::value_score(&p.stats, &scoring))
+            .collect();
         let prior_score: Vec<f32> = snapshot
             .posts
             .iter()
-            .map(|p| {
-                let value = scoring::value_score(&p.stats, &scoring);
+            .zip(&value)
+            .map(|(p, &value)| {
                 let fresh = scoring::freshness(p.created_at, now, &scoring);
                 scoring::blend(0.0, value, fresh, &scoring)
             })
             .collect();
-        let popular = popular_ranking(&snapshot, &pools, &prior_score, options.max_depth);
+        let reported_out: Vec<bool> = snapshot
+            .posts
+            .iter()
+            .map(|p| scoring::reported_past_threshold(&p.stats, &scoring))
+            .collect();
+        let admitted: Vec<u32> = pools
+            .organic
+            .iter()
+            .copied()
+            .filter(|&row| !reported_out[row as usize])
+            .collect();
+        let facts: Vec<PostFacts<'_>> = admitted
+            .iter()
+            .map(|&row| {
+                let post = &snapshot.posts[row as usize];
+                PostFacts {
+                    row,
+                    hashtags: &post.hashtags,
+                    created_at: post.created_at,
+                    views: post.stats.views,
+                    value: value[row as usize],
+                    prior: prior_score[row as usize],
+                }
+            })
+            .collect();
+        let source_lists = SourceLists::build(&facts, &options.source_windows(now));
+        drop(facts);
+        let popular = popular_ranking(&snapshot, &admitted, &prior_score, options.max_depth);
         let user_rows = snapshot
             .users
             .iter()
@@ -185,6 +269,8 @@ impl Model {
             retriever,
             user_rows,
             prior_score,
+            reported_out,
+            source_lists,
             popular,
             now,
             build_time,
@@ -243,6 +329,18 @@ impl Model {
     /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
     /// same page, and consecutive pages never repeat a post.
     pub fn feed(&self, request: &FeedRequest<'_>) -> Result<FeedPage<'_>, FeedError> {
+        self.feed_with_signals(request, None)
+    }
+
+    /// [`Model::feed`] for a viewer whose signals (seen, hidden and reported posts, blocked
+    /// authors) are known: none of the posts they exclude is ranked. The cursor counts
+    /// positions in the ranking, so the signals should not change while a viewer pages through
+    /// one feed.
+    pub fn feed_with_signals(
+        &self,
+        request: &FeedRequest<'_>,
+        signals: Option<&UserSignals>,
+    ) -> Result<FeedPage<'_>, FeedError> {
         let user_id = request.user_id;
         if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
             return Err(FeedError::InvalidUserId(user_id.len()));
@@ -256,9 +354,23 @@ impl Model {
         };
         let end = (offset + request.limit).min(self.options.max_depth);
         // Rank one past the page to learn whether another page exists.
+        let signals = signals.filter(|s| !s.is_empty());
         let ranked = match self.user_rows.get(user_id) {
-            Some(&row) => self.personal_ranking(row, end + 1),
-            None => self.popular[..(end + 1).min(self.popular.len())].to_vec(),
+            Some(&row) => self.personal_ranking(row, end + 1, signals),
+            None => match signals {
+                None => self.popular[..(end + 1).min(self.popular.len())].to_vec(),
+                Some(signals) => self
+                    .popular
+                    .iter()
+                    .filter(|s| {
+                        signals
+                            .drops(&self.snapshot.posts[s.row as usize])
+                            .is_none()
+                    })
+                    .take(end + 1)
+                    .copied()
+                    .collect(),
+            },
         };
         let page = ranked.get(offset..end.min(ranked.len())).unwrap_or(&[]);
         let items = page
@@ -277,28 +389,76 @@ impl Model {
         })
     }
 
-    /// Similar posts blended with their value, best first; topped up from the non-personal
-    /// ranking when a page goes deeper than the similarity candidates.
-    fn personal_ranking(&self, user_row: u32, depth: usize) -> Vec<Scored> {
-        let query = self.snapshot.user_vectors.row(user_row as usize);
-        let query = query.as_slice().expect("snapshot matrices are contiguous");
-        let candidates = self.retriever.similar(query, self.options.candidates);
-        let mut ranked: Vec<Scored> = candidates
+    /// The merged candidates of a known user's feed, before scoring: personal retrieval,
+    /// followed hashtags, trending and fresh, each within its quota, without the posts the
+    /// filters drop. `None` for a user the snapshot does not know.
+    pub fn candidates(&self, user_id: &str, signals: Option<&UserSignals>) -> Option<Vec<Sourced>> {
+        let row = *self.user_rows.get(user_id)?;
+        Some(self.gather(row, signals.filter(|s| !s.is_empty())))
+    }
+
+    fn gather(&self, user_row: u32, signals: Option<&UserSignals>) -> Vec<Sourced> {
+        let query = self.user_query(user_row);
+        let personal = self.retriever.similar(query, self.options.candidates);
+        let follows = &self.snapshot.users[user_row as usize].follows;
+        let quotas = self.options.source_quotas();
+        let posts = &self.snapshot.posts;
+        match signals {
+            None => candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
+                self.reported_out[row as usize]
+            }),
+            Some(signals) => {
+                candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
+                    self.reported_out[row as usize] || signals.drops(&posts[row as usize]).is_some()
+                })
+            }
+        }
+    }
+
+    fn user_query(&self, user_row: u32) -> &[f32] {
+        self.snapshot
+            .user_vectors
+            .row(user_row as usize)
+            .to_slice()
+            .expect("snapshot matrices are contiguous")
+    }
+
+    /// The merged candidates blended with their value, best first; topped up from the
+    /// non-personal ranking when a page goes deeper than the candidates.
+    fn personal_ranking(
+        &self,
+        user_row: u32,
+        depth: usize,
+        signals: Option<&UserSignals>,
+    ) -> Vec<Scored> {
+        let query = self.user_query(user_row);
+        let vectors = &self.snapshot.post_vectors;
+        let mut ranked: Vec<Scored> = self
+            .gather(user_row, signals)
             .iter()
-            .map(|c| Scored {
-                row: c.row,
-                score: self.scoring.similarity_weight * c.similarity
-                    + self.prior_score[c.row as usize],
+            .map(|c| {
+                // Hydration: the other sources' posts get their similarity to the viewer too,
+                // so that every candidate competes on the same blend.
+                let similarity = c.similarity.unwrap_or_else(|| {
+                    let row = vectors.row(c.row as usize);
+                    crate::index::dot(query, row.as_slice().expect("contiguous"))
+                });
+                Scored {
+                    row: c.row,
+                    score: self.scoring.similarity_weight * similarity
+                        + self.prior_score[c.row as usize],
+                }
             })
             .collect();
         policy::order_by_score(&mut ranked);
         if ranked.len() < depth {
             let mut taken: Vec<u32> = ranked.iter().map(|s| s.row).collect();
             taken.sort_unstable();
-            let top_up = self
-                .popular
-                .iter()
-                .filter(|s| taken.binary_search(&s.row).is_err());
+            let posts = &self.snapshot.posts;
+            let top_up = self.popular.iter().filter(|s| {
+                taken.binary_search(&s.row).is_err()
+                    && signals.is_none_or(|sig| sig.drops(&posts[s.row as usize]).is_none())
+            });
             let missing = depth - ranked.len();
             ranked.extend(top_up.take(missing));
         }
@@ -348,10 +508,15 @@ fn index_posts(
     (retriever, IndexOrigin::Built { elapsed, rejected })
 }
 
-/// Organic posts by their viewer-independent score, languages interleaved, `depth` long.
-fn popular_ranking(snapshot: &Snapshot, pools: &Pools, prior: &[f32], depth: usize) -> Vec<Scored> {
-    let mut ranked: Vec<Scored> = pools
-        .organic
+/// The `organic` posts (the pool without those past the report threshold) by their
+/// viewer-independent score, languages interleaved, `depth` long.
+fn popular_ranking(
+    snapshot: &Snapshot,
+    organic: &[u32],
+    prior: &[f32],
+    depth: usize,
+) -> Vec<Scored> {
+    let mut ranked: Vec<Scored> = organic
         .iter()
         .map(|&row| Scored {
             row,

@@ -45,6 +45,10 @@ pub struct ScoringConfig {
     pub prior_rate: f32,
     /// The rate at which `value` reaches tanh(1) ≈ 0.76; above it, more value adds little.
     pub value_scale: f32,
+    /// A post with at least this many reports ...
+    pub report_filter_min: f32,
+    /// ... and at least this many reports per view is shown to nobody.
+    pub report_filter_rate: f32,
 }
 
 impl Default for ScoringConfig {
@@ -65,6 +69,10 @@ impl Default for ScoringConfig {
             prior_views: 200.0,
             prior_rate: 0.05,
             value_scale: 0.25,
+            // Both conditions: a handful of reports on a post seen by a million is noise, and
+            // one report on a post seen by ten is one person.
+            report_filter_min: 5.0,
+            report_filter_rate: 0.01,
         }
     }
 }
@@ -115,7 +123,7 @@ impl ScoringConfig {
     /// Checks ranges: every knob finite, weights of penalties and signals non-negative, and
     /// the half-life, prior and scale strictly positive where they divide.
     pub fn validate(&self) -> Result<(), ScoringError> {
-        let knobs: [(&str, f32, f32); 13] = [
+        let knobs: [(&str, f32, f32); 15] = [
             ("similarity_weight", self.similarity_weight, f32::MIN),
             ("value_weight", self.value_weight, f32::MIN),
             ("freshness_weight", self.freshness_weight, f32::MIN),
@@ -133,6 +141,8 @@ impl ScoringConfig {
             ("prior_views", self.prior_views, f32::MIN_POSITIVE),
             ("prior_rate", self.prior_rate, 0.0),
             ("value_scale", self.value_scale, f32::MIN_POSITIVE),
+            ("report_filter_min", self.report_filter_min, 0.0),
+            ("report_filter_rate", self.report_filter_rate, 0.0),
         ];
         for (field, value, min) in knobs {
             if !value.is_finite() {
@@ -169,6 +179,14 @@ pub fn value_score(stats: &Stats, config: &ScoringConfig) -> f32 {
     let rate = (engaged + config.prior_rate * config.prior_views)
         / (stats.views as f32 + config.prior_views);
     (rate / config.value_scale).tanh()
+}
+
+/// Whether so many viewers reported the post that nobody should be shown it: at least
+/// `report_filter_min` reports and at least `report_filter_rate` reports per view.
+pub fn reported_past_threshold(stats: &Stats, config: &ScoringConfig) -> bool {
+    let reports = stats.reports as f32;
+    reports >= config.report_filter_min.max(1.0)
+        && reports >= config.report_filter_rate * stats.views as f32
 }
 
 /// Freshness in (0, 1]: 1 for a post published at `now` (or later), halving every half-life.
@@ -273,6 +291,27 @@ mod tests {
             let v = value_score(&s, &c);
             assert!((-1.0..=1.0).contains(&v), "{v}");
         }
+    }
+
+    #[test]
+    fn many_reports_per_view_filter_a_post_and_a_few_do_not() {
+        let c = ScoringConfig::default();
+        let reported = |views, reports| Stats {
+            views,
+            reports,
+            ..Stats::default()
+        };
+        assert!(reported_past_threshold(&reported(100, 5), &c));
+        assert!(
+            !reported_past_threshold(&reported(100, 4), &c),
+            "too few reports"
+        );
+        assert!(
+            !reported_past_threshold(&reported(1_000_000, 50), &c),
+            "too few per view"
+        );
+        assert!(reported_past_threshold(&reported(1_000, 10), &c));
+        assert!(!reported_past_threshold(&reported(0, 0), &c));
     }
 
     #[test]

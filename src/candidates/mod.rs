@@ -8,6 +8,9 @@
 //! ([`Retriever::load_hnsw`]); it is used only if it was built over this snapshot's organic
 //! pool with the same graph parameters.
 
+mod filter;
+mod sources;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +21,9 @@ use crate::index::{
     StoredIndexError,
 };
 use crate::snapshot::{Metric, Post, PostKind, Snapshot};
+
+pub use filter::{Dropped, UserSignals};
+pub use sources::{PostFacts, Source, SourceLists, SourceQuotas, SourceWindows, Sourced, gather};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
