@@ -39,6 +39,8 @@ pub enum FeedError {
     InvalidCursor,
     #[error("user_id must be 1 to {MAX_ID_BYTES} bytes, got {0} bytes")]
     InvalidUserId(usize),
+    #[error("weights: {0}")]
+    InvalidWeights(ScoringError),
 }
 
 /// How a model is indexed and how deep its feeds go.
@@ -157,6 +159,17 @@ pub struct FeedPage<'m> {
     pub items: Vec<FeedItem<'m>>,
     /// Pass back as `cursor` for the next page; `None` at the end of the feed.
     pub next_cursor: Option<String>,
+}
+
+/// What a request may add to the model's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestContext<'a> {
+    /// The viewer's seen, hidden and reported posts and blocked authors.
+    pub signals: Option<&'a UserSignals>,
+    /// Scoring weights for this request only (an experiment): they re-weigh the personal
+    /// feed's candidates. The candidate lists, the report filter and the non-personal feed are
+    /// computed once per model with the model's weights and do not change.
+    pub scoring: Option<&'a ScoringConfig>,
 }
 
 /// A feed request, as validated plain data.
@@ -329,18 +342,19 @@ impl Model {
     /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
     /// same page, and consecutive pages never repeat a post.
     pub fn feed(&self, request: &FeedRequest<'_>) -> Result<FeedPage<'_>, FeedError> {
-        self.feed_with_signals(request, None)
+        self.feed_with(request, RequestContext::default())
     }
 
-    /// [`Model::feed`] for a viewer whose signals (seen, hidden and reported posts, blocked
-    /// authors) are known: none of the posts they exclude is ranked. The cursor counts
-    /// positions in the ranking, so the signals should not change while a viewer pages through
-    /// one feed.
-    pub fn feed_with_signals(
+    /// [`Model::feed`] with what the request adds: the viewer's signals (none of the posts
+    /// they exclude is ranked) and scoring weights for this request. The cursor counts
+    /// positions in the ranking, so neither should change while a viewer pages through one
+    /// feed.
+    pub fn feed_with(
         &self,
         request: &FeedRequest<'_>,
-        signals: Option<&UserSignals>,
+        context: RequestContext<'_>,
     ) -> Result<FeedPage<'_>, FeedError> {
+        let signals = context.signals;
         let user_id = request.user_id;
         if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
             return Err(FeedError::InvalidUserId(user_id.len()));
@@ -356,7 +370,7 @@ impl Model {
         // Rank one past the page to learn whether another page exists.
         let signals = signals.filter(|s| !s.is_empty());
         let ranked = match self.user_rows.get(user_id) {
-            Some(&row) => self.personal_ranking(row, end + 1, signals),
+            Some(&row) => self.personal_ranking(row, end + 1, signals, context.scoring),
             None => match signals {
                 None => self.popular[..(end + 1).min(self.popular.len())].to_vec(),
                 Some(signals) => self
@@ -430,9 +444,22 @@ impl Model {
         user_row: u32,
         depth: usize,
         signals: Option<&UserSignals>,
+        weights: Option<&ScoringConfig>,
     ) -> Vec<Scored> {
         let query = self.user_query(user_row);
         let vectors = &self.snapshot.post_vectors;
+        let scoring = weights.unwrap_or(&self.scoring);
+        // The viewer-independent part: precomputed with the model's weights, recomputed from
+        // the post's data under a request's own.
+        let prior = |row: u32| match weights {
+            None => self.prior_score[row as usize],
+            Some(w) => {
+                let post = &self.snapshot.posts[row as usize];
+                let value = scoring::value_score(&post.stats, w);
+                let fresh = scoring::freshness(post.created_at, self.now, w);
+                scoring::blend(0.0, value, fresh, w)
+            }
+        };
         let mut ranked: Vec<Scored> = self
             .gather(user_row, signals)
             .iter()
@@ -445,8 +472,7 @@ impl Model {
                 });
                 Scored {
                     row: c.row,
-                    score: self.scoring.similarity_weight * similarity
-                        + self.prior_score[c.row as usize],
+                    score: scoring.similarity_weight * similarity + prior(c.row),
                 }
             })
             .collect();

@@ -91,7 +91,16 @@ impl ScoringConfig {
     pub fn with_overrides(
         overrides: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<ScoringConfig, ScoringError> {
-        let mut merged = match serde_json::to_value(ScoringConfig::default()) {
+        ScoringConfig::default().overridden(overrides)
+    }
+
+    /// This configuration with `overrides` applied key by key, under the rules of
+    /// [`ScoringConfig::with_overrides`].
+    pub fn overridden(
+        &self,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<ScoringConfig, ScoringError> {
+        let mut merged = match serde_json::to_value(self) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => unreachable!("ScoringConfig serialises to a JSON object"),
         };
@@ -165,6 +174,41 @@ impl ScoringConfig {
         }
         Ok(())
     }
+}
+
+/// Parses a request's weight overrides, `key:value` pairs separated by commas (for instance
+/// `value_weight:0.6,freshness_weight:0`), into the map [`ScoringConfig::overridden`] takes.
+/// Keys and values are checked there; here, only the syntax (and repeated keys).
+pub fn parse_overrides(
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, ScoringError> {
+    let mut map = serde_json::Map::new();
+    for pair in text.split(',').filter(|p| !p.trim().is_empty()) {
+        let Some((key, value)) = pair.split_once(':') else {
+            return Err(ScoringError {
+                field: pair.trim().into(),
+                message: "expected key:value".into(),
+            });
+        };
+        let key = key.trim();
+        let number: f64 = value.trim().parse().map_err(|_| ScoringError {
+            field: key.into(),
+            message: format!("must be a number, got {:?}", value.trim()),
+        })?;
+        let Some(number) = serde_json::Number::from_f64(number) else {
+            return Err(ScoringError {
+                field: key.into(),
+                message: "must be finite".into(),
+            });
+        };
+        if map.insert(key.into(), number.into()).is_some() {
+            return Err(ScoringError {
+                field: key.into(),
+                message: "given twice".into(),
+            });
+        }
+    }
+    Ok(map)
 }
 
 /// How much a post is worth to the people who saw it, in (-1, 1). Independent of the viewer,
@@ -312,6 +356,31 @@ mod tests {
         );
         assert!(reported_past_threshold(&reported(1_000, 10), &c));
         assert!(!reported_past_threshold(&reported(0, 0), &c));
+    }
+
+    #[test]
+    fn request_overrides_parse_and_apply_over_a_base() {
+        let base = ScoringConfig {
+            value_weight: 0.9,
+            ..ScoringConfig::default()
+        };
+        let map = parse_overrides("freshness_weight: 0.5 ,similarity_weight:2").unwrap();
+        let c = base.overridden(&map).unwrap();
+        assert_eq!(
+            (c.value_weight, c.freshness_weight, c.similarity_weight),
+            (0.9, 0.5, 2.0)
+        );
+        assert_eq!(parse_overrides("").unwrap().len(), 0);
+        let field = |text: &str| match parse_overrides(text) {
+            Ok(map) => base.overridden(&map).unwrap_err().field,
+            Err(e) => e.field,
+        };
+        assert_eq!(field("value_weight"), "value_weight");
+        assert_eq!(field("value_weight:high"), "value_weight");
+        assert_eq!(field("value_weight:1,value_weight:2"), "value_weight");
+        assert_eq!(field("popularity:1"), "popularity");
+        assert_eq!(field("save_weight:-1"), "save_weight");
+        assert_eq!(field("value_weight:inf"), "value_weight");
     }
 
     #[test]

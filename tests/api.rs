@@ -293,6 +293,10 @@ async fn bad_parameters_are_400_with_stable_codes() {
         ("limit=2.5", "invalid_limit"),
         ("cursor=nonsense", "invalid_cursor"),
         ("cursor=0000001400000000", "invalid_cursor"),
+        ("weights=popularity:1", "invalid_weights"),
+        ("weights=value_weight:high", "invalid_weights"),
+        ("weights=value_weight", "invalid_weights"),
+        ("weights=save_weight:-1", "invalid_weights"),
     ] {
         let (status, body) = get(&app, &format!("/v1/users/{user}/feed?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
@@ -311,6 +315,52 @@ async fn bad_parameters_are_400_with_stable_codes() {
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_user_id"))
+    );
+}
+
+/// A request's weights re-weigh its candidates: with value and freshness at 0, the page is
+/// the candidates by similarity alone; an error names the key.
+#[tokio::test]
+async fn request_weights_reorder_the_candidates_and_errors_name_the_key() {
+    let app = app();
+    let model = exact_model();
+    let world = small_world();
+    for user_row in [3usize, 17] {
+        let user = &world.users[user_row];
+        let u = world.user_vectors.row(user_row);
+        let mut by_similarity: Vec<(f32, u32)> = model
+            .candidates(&user.id, None)
+            .unwrap()
+            .iter()
+            .map(|c| (world.post_vectors.row(c.row as usize).dot(&u), c.row))
+            .collect();
+        by_similarity.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let expected: Vec<String> = by_similarity
+            .iter()
+            .take(20)
+            .map(|&(_, row)| world.posts[row as usize].id.clone())
+            .collect();
+        let uri = format!(
+            "/v1/users/{}/feed?weights=value_weight:0,freshness_weight:0",
+            user.id
+        );
+        let (status, page) = get(&app, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(ids(&page), expected, "user {}", user.id);
+        let (_, default_page) = get(&app, &format!("/v1/users/{}/feed", user.id)).await;
+        assert_ne!(ids(&default_page), expected, "the weights changed nothing");
+    }
+    let (_, body) = get(
+        &app,
+        &format!(
+            "/v1/users/{}/feed?weights=value_weight:1,popularity:2",
+            known_user()
+        ),
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("popularity"),
+        "{body}"
     );
 }
 

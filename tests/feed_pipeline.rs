@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use feedrank::candidates::{IndexKind, Source, UserSignals};
 use feedrank::demo::{self, DemoConfig};
-use feedrank::feed::{FeedOptions, FeedRequest, Model};
+use feedrank::feed::{FeedOptions, FeedRequest, Model, RequestContext};
 use feedrank::scoring;
 use feedrank::snapshot::Snapshot;
 
@@ -45,7 +45,15 @@ fn whole_feed(model: &Model, user: &str, signals: Option<&UserSignals>) -> Vec<S
             limit: 50,
             cursor: cursor.as_deref(),
         };
-        let page = model.feed_with_signals(&request, signals).unwrap();
+        let page = model
+            .feed_with(
+                &request,
+                RequestContext {
+                    signals,
+                    scoring: None,
+                },
+            )
+            .unwrap();
         ids.extend(page.items.iter().map(|i| i.post_id.to_string()));
         match page.next_cursor {
             Some(next) => cursor = Some(next),

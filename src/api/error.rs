@@ -45,6 +45,9 @@ impl ApiError {
             ApiError::Feed(FeedError::InvalidUserId(_)) => {
                 ("invalid_user_id", StatusCode::BAD_REQUEST)
             }
+            ApiError::Feed(FeedError::InvalidWeights(_)) => {
+                ("invalid_weights", StatusCode::BAD_REQUEST)
+            }
             // A model that fails to load never reaches a request; if one ever did, it is ours.
             ApiError::Feed(FeedError::Snapshot(_) | FeedError::Scoring(_)) => {
                 ("internal", StatusCode::INTERNAL_SERVER_ERROR)

@@ -26,7 +26,8 @@ use tracing::Level;
 
 pub use error::ApiError;
 
-use crate::feed::{DEFAULT_LIMIT, FeedRequest, Model};
+use crate::feed::{DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext};
+use crate::scoring;
 
 /// What the handlers share: the model being served (none until the first load finishes).
 pub struct AppState {
@@ -91,6 +92,8 @@ struct FeedQuery {
     // Strings, so a bad value becomes our own `invalid_limit` rather than a generic rejection.
     limit: Option<String>,
     cursor: Option<String>,
+    /// Scoring weights for this request, `key:value,...` (see `scoring::parse_overrides`).
+    weights: Option<String>,
 }
 
 async fn feed(
@@ -104,7 +107,7 @@ async fn feed(
         None => DEFAULT_LIMIT,
         Some(raw) => raw
             .parse::<usize>()
-            .map_err(|_| crate::feed::FeedError::InvalidLimit(format!("{raw:?}")))?,
+            .map_err(|_| FeedError::InvalidLimit(format!("{raw:?}")))?,
     };
     let model = state.model().ok_or(ApiError::NotReady)?;
     let request = FeedRequest {
@@ -112,7 +115,19 @@ async fn feed(
         limit,
         cursor: query.cursor.as_deref(),
     };
-    let page = model.feed(&request)?;
+    let weights = match query.weights.as_deref() {
+        None => None,
+        Some(text) => Some(
+            scoring::parse_overrides(text)
+                .and_then(|map| model.scoring().overridden(&map))
+                .map_err(FeedError::InvalidWeights)?,
+        ),
+    };
+    let context = RequestContext {
+        signals: None,
+        scoring: weights.as_ref(),
+    };
+    let page = model.feed_with(&request, context)?;
     Ok(Json(page).into_response())
 }
 
