@@ -417,16 +417,10 @@ impl Model {
         let follows = &self.snapshot.users[user_row as usize].follows;
         let quotas = self.options.source_quotas();
         let posts = &self.snapshot.posts;
-        match signals {
-            None => candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
-                self.reported_out[row as usize]
-            }),
-            Some(signals) => {
-                candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
-                    self.reported_out[row as usize] || signals.drops(&posts[row as usize]).is_some()
-                })
-            }
-        }
+        candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
+            self.reported_out[row as usize]
+                || signals.is_some_and(|s| s.drops(&posts[row as usize]).is_some())
+        })
     }
 
     fn user_query(&self, user_row: u32) -> &[f32] {
