@@ -393,6 +393,8 @@ struct Best {
 struct Selector<'c> {
     config: &'c PolicyConfig,
     foreign_cap: usize,
+    author_decay: Powers,
+    hashtag_decay: Powers,
     slots: Vec<Slot>,
     /// Dense hashtag numbers within this request, spans of `Slot::tags`.
     tags: Vec<u32>,
@@ -459,6 +461,8 @@ impl<'c> Selector<'c> {
         let mut selector = Selector {
             config,
             foreign_cap: config.foreign_cap(),
+            author_decay: Powers::new(config.author_repeat_decay),
+            hashtag_decay: Powers::new(config.hashtag_repeat_decay),
             slots,
             tags,
             first_open: 0,
@@ -534,22 +538,35 @@ impl<'c> Selector<'c> {
     /// The best organic candidate the rules admit at this position, relaxing the soft rules
     /// in order if need be; `None` if even that leaves nothing.
     fn take_organic(&mut self, similarity: &impl Fn(u32, u32) -> f32) -> Option<Placed> {
-        let author_cap = self.config.max_per_author_per_page;
-        // Stage 0 keeps every rule; stage 1 breaks only the author cap; stage 2 breaks the
-        // language cap.
-        let mut best: [Option<Best>; 3] = [None; 3];
         while self.slots.get(self.first_open).is_some_and(|s| s.placed) {
             self.first_open += 1;
         }
-        for i in self.first_open..self.slots.len() {
-            let slot = &self.slots[i];
-            if slot.placed {
-                continue;
+        // Near-duplicates are rare and comparing embeddings is the costliest check, so only
+        // the winner is compared with the page; if it is too similar to a post there, it is
+        // marked and the search runs again without it.
+        loop {
+            let chosen = self.best_per_stage().into_iter().flatten().next()?;
+            if !self.near_duplicate(chosen.slot, similarity) {
+                return Some(self.place(chosen));
             }
+        }
+    }
+
+    /// For each relaxation stage, the best candidate not yet known to be a near-duplicate of
+    /// a post on this page. Stage 0 keeps every rule; stage 1 breaks only the author cap;
+    /// stage 2 breaks the language cap. Once stage 0 has a candidate, the others are left
+    /// incomplete: they are not needed.
+    fn best_per_stage(&self) -> [Option<Best>; 3] {
+        let author_cap = self.config.max_per_author_per_page;
+        let mut best: [Option<Best>; 3] = [None; 3];
+        for (i, slot) in self.slots.iter().enumerate().skip(self.first_open) {
             // Penalties never raise a score, and later slots score no higher: none of them can
             // beat a candidate that keeps every rule.
             if best[0].is_some_and(|b| slot.score < b.score) {
                 break;
+            }
+            if slot.placed || (slot.dup_page == self.page && slot.dup_blocked) {
+                continue;
             }
             if slot.sponsored && self.sponsored_on_page >= self.config.max_sponsored_per_page {
                 continue;
@@ -565,18 +582,17 @@ impl<'c> Selector<'c> {
                 continue;
             }
             let score = penalised(slot.score, self.penalty_factor(slot));
-            let beats = best[stage]
-                .is_none_or(|b| best_first(score, slot.row, b.score, b.row) == Ordering::Less);
-            if beats && !self.near_duplicate(i, similarity) {
+            if best[stage]
+                .is_none_or(|b| best_first(score, slot.row, b.score, b.row) == Ordering::Less)
+            {
                 best[stage] = Some(Best {
                     slot: i,
                     score,
-                    row: self.slots[i].row,
+                    row: slot.row,
                 });
             }
         }
-        let chosen = best.into_iter().flatten().next()?;
-        Some(self.place(chosen))
+        best
     }
 
     fn repeats(&self, slot: &Slot) -> u32 {
@@ -586,9 +602,11 @@ impl<'c> Selector<'c> {
             .sum()
     }
 
+    /// The factor for a candidate with `earlier` posts of its author and `repeats`
+    /// appearances of its hashtags already on the page.
     fn penalty_factor(&self, slot: &Slot) -> f32 {
         let earlier = self.author_count[slot.author as usize];
-        penalty_factor(self.config, earlier, self.repeats(slot))
+        self.author_decay.get(earlier) * self.hashtag_decay.get(self.repeats(slot))
     }
 
     /// Whether slot `i` is too similar to an organic post already on this page. Compares it
@@ -624,13 +642,13 @@ impl<'c> Selector<'c> {
         if earlier > 0 {
             decisions.push(Decision::AuthorRepeat {
                 nth: earlier + 1,
-                factor: config.author_repeat_decay.powi(earlier as i32),
+                factor: self.author_decay.get(earlier),
             });
         }
         if repeats > 0 {
             decisions.push(Decision::HashtagRepeat {
                 repeats,
-                factor: config.hashtag_repeat_decay.powi(repeats as i32),
+                factor: self.hashtag_decay.get(repeats),
             });
         }
         if slot.foreign {
@@ -719,11 +737,28 @@ impl<'c> Selector<'c> {
     }
 }
 
-/// The factor applied to a candidate with `earlier` posts of its author and `repeats`
-/// appearances of its hashtags already on the page.
-fn penalty_factor(config: &PolicyConfig, earlier: u32, repeats: u32) -> f32 {
-    config.author_repeat_decay.powi(earlier as i32)
-        * config.hashtag_repeat_decay.powi(repeats as i32)
+/// The powers of a decay factor, as `powi` computes them (so scores are the same either
+/// way), looked up rather than computed while scanning candidates.
+struct Powers {
+    base: f32,
+    table: Vec<f32>,
+}
+
+impl Powers {
+    /// Page counts stay small; larger exponents fall back to `powi`.
+    const TABLE_LEN: usize = 64;
+
+    fn new(base: f32) -> Powers {
+        let table = (0..Self::TABLE_LEN as i32).map(|k| base.powi(k)).collect();
+        Powers { base, table }
+    }
+
+    fn get(&self, exponent: u32) -> f32 {
+        match self.table.get(exponent as usize) {
+            Some(&power) => power,
+            None => self.base.powi(exponent as i32),
+        }
+    }
 }
 
 fn saturate(n: usize) -> u32 {

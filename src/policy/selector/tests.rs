@@ -625,6 +625,16 @@ fn penalties_take_the_same_fraction_off_either_sign_and_never_raise_a_score() {
 }
 
 #[test]
+fn decay_powers_are_those_powi_computes_inside_the_table_and_beyond() {
+    for base in [0.9f32, 0.7, 0.5, 1.0] {
+        let powers = Powers::new(base);
+        for k in 0..2 * Powers::TABLE_LEN as u32 {
+            assert_eq!(powers.get(k), base.powi(k as i32), "{base}^{k}");
+        }
+    }
+}
+
+#[test]
 fn a_candidate_set_keeps_each_posts_hashtags() {
     let mut set = CandidateSet::with_capacity(3, 4);
     let candidate = |row| OrganicCandidate {
