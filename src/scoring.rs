@@ -4,12 +4,16 @@
 //!
 //! ```text
 //! score = similarity_weight · sim(u, p) + value_weight · value(p) + freshness_weight · fresh(p)
+//!       − clickbait_weight · clickbait(p)
 //!
-//! value(p) = tanh(rate / value_scale)                                    in (-1, 1)
-//! rate     = (engaged + prior_rate · prior_views) / (views + prior_views)
-//! engaged  = save_weight·saves + share_weight·shares + comment_weight·comments
-//!          + like_weight·likes − hide_weight·hides − report_weight·reports
-//! fresh(p) = 0.5 ^ (age_hours / freshness_half_life_hours)               in (0, 1]
+//! value(p)     = tanh(rate / value_scale)                                in (-1, 1)
+//! rate         = (engaged + prior_rate · prior_views) / (views + prior_views)
+//! engaged      = save_weight·saves + share_weight·shares + comment_weight·comments
+//!              + like_weight·likes − hide_weight·hides − report_weight·reports
+//! fresh(p)     = 0.5 ^ (age_hours / freshness_half_life_hours)           in (0, 1]
+//! clickbait(p) = max(0, 1 − keep_rate / clickbait_keep_rate)
+//!              · views / (views + clickbait_views)                       in [0, 1)
+//! keep_rate    = (saves + comments) / views
 //! ```
 //!
 //! `rate` is value per view shrunk toward a prior: a post with ten views and two saves is not
@@ -17,6 +21,13 @@
 //! weigh far more than likes, and views only enter as the denominator, so a post that many saw
 //! and few kept (clickbait) scores low. Hides and reports are strongly negative, on the scale
 //! real systems use (X's published weights put a report at hundreds of times a like).
+//!
+//! `clickbait` is the explicit penalty on top: a post kept (saved or commented on) by fewer
+//! than `clickbait_keep_rate` of its viewers, in proportion to the shortfall, and only once
+//! enough people saw it for the rate to mean something (half weight at `clickbait_views`
+//! views). Likes do not count as keeping: they are what a catchy cover earns. Value already
+//! ranks such a post low; the penalty makes the demotion visible in explanations and lets it
+//! be tuned on its own.
 //!
 //! Defaults live in [`ScoringConfig::default`]; a snapshot's `manifest.scoring` overrides them
 //! key by key ([`ScoringConfig::with_overrides`]), and unknown keys are an error.
@@ -49,6 +60,13 @@ pub struct ScoringConfig {
     pub report_filter_min: f32,
     /// ... and at least this many reports per view is shown to nobody.
     pub report_filter_rate: f32,
+    /// Weight of the clickbait penalty (subtracted).
+    pub clickbait_weight: f32,
+    /// Saves plus comments per view below which a post counts as clickbait, in proportion.
+    pub clickbait_keep_rate: f32,
+    /// Views at which the clickbait penalty reaches half its weight: below, the keep rate is
+    /// too noisy to judge.
+    pub clickbait_views: f32,
 }
 
 impl Default for ScoringConfig {
@@ -73,6 +91,12 @@ impl Default for ScoringConfig {
             // one report on a post seen by ten is one person.
             report_filter_min: 5.0,
             report_filter_rate: 0.01,
+            // One save or comment per hundred views is a modest bar for a post worth its
+            // place; a post far below it, seen by thousands, loses up to 0.15 (as much as a
+            // value of about 0.4 adds).
+            clickbait_weight: 0.15,
+            clickbait_keep_rate: 0.01,
+            clickbait_views: 1000.0,
         }
     }
 }
@@ -132,7 +156,7 @@ impl ScoringConfig {
     /// Checks ranges: every knob finite, weights of penalties and signals non-negative, and
     /// the half-life, prior and scale strictly positive where they divide.
     pub fn validate(&self) -> Result<(), ScoringError> {
-        let knobs: [(&str, f32, f32); 15] = [
+        let knobs: [(&str, f32, f32); 18] = [
             ("similarity_weight", self.similarity_weight, f32::MIN),
             ("value_weight", self.value_weight, f32::MIN),
             ("freshness_weight", self.freshness_weight, f32::MIN),
@@ -152,6 +176,13 @@ impl ScoringConfig {
             ("value_scale", self.value_scale, f32::MIN_POSITIVE),
             ("report_filter_min", self.report_filter_min, 0.0),
             ("report_filter_rate", self.report_filter_rate, 0.0),
+            ("clickbait_weight", self.clickbait_weight, 0.0),
+            (
+                "clickbait_keep_rate",
+                self.clickbait_keep_rate,
+                f32::MIN_POSITIVE,
+            ),
+            ("clickbait_views", self.clickbait_views, f32::MIN_POSITIVE),
         ];
         for (field, value, min) in knobs {
             if !value.is_finite() {
@@ -239,12 +270,46 @@ pub fn freshness(created_at: i64, now: i64, config: &ScoringConfig) -> f32 {
     0.5f32.powf(age_hours / config.freshness_half_life_hours)
 }
 
-/// The blended score of one candidate. `similarity` is 0 for non-personal candidates.
+/// How strongly a post looks like clickbait, in [0, 1): how far its keep rate (saves and
+/// comments per view) falls short of `clickbait_keep_rate`, times the confidence that many
+/// views give. 0 for a post nobody saw yet.
+pub fn clickbait(stats: &Stats, config: &ScoringConfig) -> f32 {
+    if stats.views == 0 {
+        return 0.0;
+    }
+    let views = stats.views as f32;
+    let keep_rate = (stats.saves + stats.comments) as f32 / views;
+    let shortfall = (1.0 - keep_rate / config.clickbait_keep_rate).max(0.0);
+    shortfall * views / (views + config.clickbait_views)
+}
+
+/// The viewer-independent terms of a post's blend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PostTerms {
+    pub value: f32,
+    pub freshness: f32,
+    pub clickbait: f32,
+}
+
+impl PostTerms {
+    /// The terms of a post with these stats, published at `created_at`, seen from `now`.
+    pub fn of(stats: &Stats, created_at: i64, now: i64, config: &ScoringConfig) -> PostTerms {
+        PostTerms {
+            value: value_score(stats, config),
+            freshness: freshness(created_at, now, config),
+            clickbait: clickbait(stats, config),
+        }
+    }
+}
+
+/// The blended score of one candidate (the formula in the module docs). `similarity` is 0 for
+/// the viewer-independent part alone.
 #[inline]
-pub fn blend(similarity: f32, value: f32, freshness: f32, config: &ScoringConfig) -> f32 {
+pub fn blend(similarity: f32, terms: &PostTerms, config: &ScoringConfig) -> f32 {
     config.similarity_weight * similarity
-        + config.value_weight * value
-        + config.freshness_weight * freshness
+        + config.value_weight * terms.value
+        + config.freshness_weight * terms.freshness
+        - config.clickbait_weight * terms.clickbait
 }
 
 #[cfg(test)]
@@ -430,7 +495,35 @@ mod tests {
     #[test]
     fn blend_is_linear_in_its_weights() {
         let c = ScoringConfig::default();
-        let expected = c.similarity_weight * 0.8 + c.value_weight * 0.5 + c.freshness_weight;
-        assert!((blend(0.8, 0.5, 1.0, &c) - expected).abs() < 1e-6);
+        let terms = PostTerms {
+            value: 0.5,
+            freshness: 1.0,
+            clickbait: 0.4,
+        };
+        let expected = c.similarity_weight * 0.8 + c.value_weight * 0.5 + c.freshness_weight
+            - c.clickbait_weight * 0.4;
+        assert!((blend(0.8, &terms, &c) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn clickbait_needs_both_a_low_keep_rate_and_many_views() {
+        let c = ScoringConfig::default();
+        let post = |views, saves, comments, likes| Stats {
+            views,
+            saves,
+            comments,
+            likes,
+            ..Stats::default()
+        };
+        // Many views, few kept despite many likes: most of the penalty.
+        let bait = clickbait(&post(100_000, 20, 10, 5_000), &c);
+        assert!(bait > 0.9, "{bait}");
+        // Kept at the bar or above: none.
+        assert_eq!(clickbait(&post(100_000, 800, 200, 0), &c), 0.0);
+        // Too few views to judge: little.
+        assert!(clickbait(&post(20, 0, 0, 0), &c) < 0.03);
+        assert_eq!(clickbait(&post(0, 0, 0, 0), &c), 0.0);
+        // Monotone in the shortfall.
+        assert!(clickbait(&post(10_000, 10, 0, 0), &c) > clickbait(&post(10_000, 50, 0, 0), &c));
     }
 }

@@ -50,7 +50,7 @@ fn whole_feed(model: &Model, user: &str, signals: Option<&UserSignals>) -> Vec<S
                 &request,
                 RequestContext {
                     signals,
-                    scoring: None,
+                    ..RequestContext::default()
                 },
             )
             .unwrap();
@@ -118,6 +118,7 @@ fn a_viewers_hidden_reported_seen_and_blocked_posts_never_appear_on_any_page() {
             reported: HashSet::from([before[1].clone()]),
             seen: before[3..8].iter().cloned().collect(),
             blocked_authors: HashSet::from([by_id[before[2].as_str()].to_string()]),
+            ..UserSignals::default()
         };
         let after = whole_feed(model, &user.id, Some(&signals));
         let distinct: HashSet<&String> = after.iter().collect();
@@ -188,6 +189,7 @@ fn hashtag_candidates_come_from_followed_hashtags_and_trending_and_fresh_from_th
                     assert!(post.stats.views < options.fresh_max_views);
                 }
                 Source::Personal => assert!(c.similarity.is_some()),
+                other => panic!("{other:?} is not a source of gathered candidates"),
             }
         }
     }

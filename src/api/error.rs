@@ -49,9 +49,9 @@ impl ApiError {
                 ("invalid_weights", StatusCode::BAD_REQUEST)
             }
             // A model that fails to load never reaches a request; if one ever did, it is ours.
-            ApiError::Feed(FeedError::Snapshot(_) | FeedError::Scoring(_)) => {
-                ("internal", StatusCode::INTERNAL_SERVER_ERROR)
-            }
+            ApiError::Feed(
+                FeedError::Snapshot(_) | FeedError::Scoring(_) | FeedError::Policy(_),
+            ) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::InvalidQuery(_) => ("invalid_query", StatusCode::BAD_REQUEST),
             ApiError::InvalidPath(_) => ("invalid_path", StatusCode::BAD_REQUEST),
             ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),

@@ -3,7 +3,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /v1/users/{user_id}/feed?limit=20&cursor=...` | a page of ranked post ids |
+//! | `GET /v1/users/{user_id}/feed?limit=20&cursor=...&weights=...&explain=true` | a page of ranked post ids |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
 
@@ -27,7 +27,6 @@ use tracing::Level;
 pub use error::ApiError;
 
 use crate::feed::{DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext};
-use crate::scoring;
 
 /// What the handlers share: the model being served (none until the first load finishes).
 pub struct AppState {
@@ -92,8 +91,11 @@ struct FeedQuery {
     // Strings, so a bad value becomes our own `invalid_limit` rather than a generic rejection.
     limit: Option<String>,
     cursor: Option<String>,
-    /// Scoring weights for this request, `key:value,...` (see `scoring::parse_overrides`).
+    /// Weights and policy knobs for this request, `key:value,...` (see
+    /// `Model::request_weights`).
     weights: Option<String>,
+    /// `true` adds an explanation to every item and the ads considered to the page.
+    explain: Option<String>,
 }
 
 async fn feed(
@@ -115,17 +117,23 @@ async fn feed(
         limit,
         cursor: query.cursor.as_deref(),
     };
+    let explain = match query.explain.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidQuery(format!(
+                "explain: must be true or false, got {other:?}"
+            )));
+        }
+    };
     let weights = match query.weights.as_deref() {
         None => None,
-        Some(text) => Some(
-            scoring::parse_overrides(text)
-                .and_then(|map| model.scoring().overridden(&map))
-                .map_err(FeedError::InvalidWeights)?,
-        ),
+        Some(text) => Some(model.request_weights(text)?),
     };
     let context = RequestContext {
         signals: None,
-        scoring: weights.as_ref(),
+        weights: weights.as_ref(),
+        explain,
     };
     let page = model.feed_with(&request, context)?;
     Ok(Json(page).into_response())

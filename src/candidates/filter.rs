@@ -23,6 +23,10 @@ pub struct UserSignals {
     pub reported: HashSet<String>,
     /// Authors the viewer blocked.
     pub blocked_authors: HashSet<String>,
+    /// Languages of posts the viewer engaged with (saved, commented on, shared). Not a
+    /// filter: the policy does not count posts in these languages as foreign to the viewer,
+    /// even if their profile does not list them.
+    pub engaged_langs: HashSet<String>,
 }
 
 /// Why a filter dropped a post (for explanations and counters).
@@ -39,6 +43,11 @@ pub enum Dropped {
 
 impl UserSignals {
     pub fn is_empty(&self) -> bool {
+        self.filters_nothing() && self.engaged_langs.is_empty()
+    }
+
+    /// Whether [`UserSignals::drops`] drops nothing (so filtering can be skipped).
+    pub fn filters_nothing(&self) -> bool {
         self.seen.is_empty()
             && self.hidden.is_empty()
             && self.reported.is_empty()
@@ -90,6 +99,7 @@ mod tests {
             hidden: set(&["p_hidden"]),
             reported: set(&["p_reported", "p_both"]),
             blocked_authors: set(&["a_blocked"]),
+            engaged_langs: set(&["zh"]),
         };
         assert_eq!(signals.drops(&post("p_seen", "a")), Some(Dropped::Seen));
         assert_eq!(signals.drops(&post("p_hidden", "a")), Some(Dropped::Hidden));

@@ -1,8 +1,8 @@
 //! Candidate sources: where the posts a feed ranks come from.
 //!
 //! Ads never enter organic retrieval: the organic index is built over organic and sponsored
-//! posts only, so no filter can forget them. Ads are kept apart in `Pools::ads`; no feed
-//! serves them yet.
+//! posts only, so no filter can forget them. Ads have their own index ([`Retriever::ads`]),
+//! searched for the ads nearest a user, which the policy may place in ad slots.
 //!
 //! The organic HNSW index can also be loaded from a file stored next to the snapshot
 //! ([`Retriever::load_hnsw`]); it is used only if it was built over this snapshot's organic
@@ -101,14 +101,28 @@ impl IndexOrigin {
     }
 }
 
-enum OrganicIndex {
+enum PoolIndex {
     Hnsw(FlatHnswIndex),
     Exact(ExactIndex),
 }
 
-/// Organic retrieval by similarity.
+impl PoolIndex {
+    fn get(&self) -> &dyn NeighborIndex {
+        match self {
+            PoolIndex::Hnsw(index) => index,
+            PoolIndex::Exact(index) => index,
+        }
+    }
+}
+
+/// Ad pools up to this size are searched exactly (a scan of a few thousand rows costs tens of
+/// microseconds, and no relevant ad is missed); larger ones get an HNSW graph of their own.
+pub const EXACT_AD_POOL: usize = 5_000;
+
+/// Retrieval by similarity: the organic index, and the ad index beside it.
 pub struct Retriever {
-    organic: OrganicIndex,
+    organic: PoolIndex,
+    ads: PoolIndex,
 }
 
 impl Retriever {
@@ -119,22 +133,27 @@ impl Retriever {
         kind: IndexKind,
         params: HnswParams,
     ) -> Retriever {
-        let organic =
-            match kind {
-                IndexKind::Hnsw => OrganicIndex::Hnsw(FlatHnswIndex::build(
-                    vectors,
-                    &pools.organic,
-                    metric,
-                    params,
-                )),
-                IndexKind::HnswRs => OrganicIndex::Hnsw(FlatHnswIndex::from_hnsw(
-                    &HnswIndex::build(vectors, &pools.organic, metric, params),
-                )),
-                IndexKind::Exact => {
-                    OrganicIndex::Exact(ExactIndex::build(vectors, &pools.organic, metric))
-                }
-            };
-        Retriever { organic }
+        let organic = match kind {
+            IndexKind::Hnsw => PoolIndex::Hnsw(FlatHnswIndex::build(
+                vectors,
+                &pools.organic,
+                metric,
+                params,
+            )),
+            IndexKind::HnswRs => PoolIndex::Hnsw(FlatHnswIndex::from_hnsw(&HnswIndex::build(
+                vectors,
+                &pools.organic,
+                metric,
+                params,
+            ))),
+            IndexKind::Exact => {
+                PoolIndex::Exact(ExactIndex::build(vectors, &pools.organic, metric))
+            }
+        };
+        Retriever {
+            organic,
+            ads: ad_index(vectors, pools, metric, kind, params),
+        }
     }
 
     /// Loads the organic HNSW index stored at `path` (see `index::store`), if it was built
@@ -153,37 +172,69 @@ impl Retriever {
             metric: snapshot.metric(),
             params,
         };
-        Ok(Retriever {
-            organic: OrganicIndex::Hnsw(FlatHnswIndex::read_from(path, &binding)?),
-        })
+        let organic = PoolIndex::Hnsw(FlatHnswIndex::read_from(path, &binding)?);
+        let ads = ad_index(
+            &snapshot.post_vectors,
+            pools,
+            snapshot.metric(),
+            IndexKind::Hnsw,
+            params,
+        );
+        Ok(Retriever { organic, ads })
     }
 
     /// The HNSW index, when organic retrieval uses one (to store it).
     pub fn hnsw(&self) -> Option<&FlatHnswIndex> {
         match &self.organic {
-            OrganicIndex::Hnsw(index) => Some(index),
-            OrganicIndex::Exact(_) => None,
-        }
-    }
-
-    fn index(&self) -> &dyn NeighborIndex {
-        match &self.organic {
-            OrganicIndex::Hnsw(index) => index,
-            OrganicIndex::Exact(index) => index,
+            PoolIndex::Hnsw(index) => Some(index),
+            PoolIndex::Exact(_) => None,
         }
     }
 
     /// Number of posts organic retrieval can return.
     pub fn organic_len(&self) -> usize {
-        self.index().len()
+        self.organic.get().len()
+    }
+
+    /// Number of ads.
+    pub fn ads_len(&self) -> usize {
+        self.ads.get().len()
     }
 
     /// The `k` organic posts nearest to `query`, best first.
     pub fn similar(&self, query: &[f32], k: usize) -> Vec<Candidate> {
-        self.index()
-            .search(query, k, None)
-            .into_iter()
-            .map(|Neighbor { row, similarity }| Candidate { row, similarity })
-            .collect()
+        search(self.organic.get(), query, k)
+    }
+
+    /// The `k` ads nearest to `query`, best first.
+    pub fn ads(&self, query: &[f32], k: usize) -> Vec<Candidate> {
+        search(self.ads.get(), query, k)
+    }
+}
+
+fn search(index: &dyn NeighborIndex, query: &[f32], k: usize) -> Vec<Candidate> {
+    if k == 0 || index.len() == 0 {
+        return Vec::new();
+    }
+    index
+        .search(query, k, None)
+        .into_iter()
+        .map(|Neighbor { row, similarity }| Candidate { row, similarity })
+        .collect()
+}
+
+/// The ad index: exact up to [`EXACT_AD_POOL`] ads (or when organic retrieval is exact too),
+/// an HNSW graph by feedrank's builder beyond.
+fn ad_index(
+    vectors: &Array2<f32>,
+    pools: &Pools,
+    metric: Metric,
+    kind: IndexKind,
+    params: HnswParams,
+) -> PoolIndex {
+    if kind == IndexKind::Exact || pools.ads.len() <= EXACT_AD_POOL {
+        PoolIndex::Exact(ExactIndex::build(vectors, &pools.ads, metric))
+    } else {
+        PoolIndex::Hnsw(FlatHnswIndex::build(vectors, &pools.ads, metric, params))
     }
 }

@@ -28,6 +28,11 @@ pub enum Source {
     Hashtag,
     Trending,
     Fresh,
+    /// The non-personal ranking (value and freshness): the feed of a user the model does not
+    /// know, and the top-up of a personal feed deeper than its candidates.
+    Popular,
+    /// The ad index: ads nearest the user, for the policy's ad slots.
+    Ads,
 }
 
 impl Source {
@@ -37,6 +42,8 @@ impl Source {
             Source::Hashtag => "hashtag",
             Source::Trending => "trending",
             Source::Fresh => "fresh",
+            Source::Popular => "popular",
+            Source::Ads => "ads",
         }
     }
 }

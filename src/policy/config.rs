@@ -71,6 +71,55 @@ impl Default for PolicyConfig {
 }
 
 impl PolicyConfig {
+    /// The knobs' names, as written in configuration.
+    pub const KEYS: [&'static str; 10] = [
+        "page_size",
+        "ad_min_relevance",
+        "first_ad_position",
+        "organic_per_ad",
+        "max_sponsored_per_page",
+        "max_per_author_per_page",
+        "author_repeat_decay",
+        "near_duplicate_similarity",
+        "hashtag_repeat_decay",
+        "foreign_language_share",
+    ];
+
+    /// This configuration with `overrides` applied key by key, then validated. Every key must
+    /// be one of [`PolicyConfig::KEYS`]; a value of the wrong type (a fraction for a count, a
+    /// string) is an error naming its key.
+    pub fn overridden(
+        &self,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<PolicyConfig, PolicyError> {
+        let mut merged = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => unreachable!("PolicyConfig serialises to a JSON object"),
+        };
+        for (key, value) in overrides {
+            let Some(&field) = Self::KEYS.iter().find(|&&k| k == key) else {
+                return Err(PolicyError::Config {
+                    field: "?",
+                    message: format!("unknown key {key:?}"),
+                });
+            };
+            // Each key on its own first, so a type error names its key.
+            let mut single = merged.clone();
+            single.insert(key.clone(), value.clone());
+            if let Err(e) = serde_json::from_value::<PolicyConfig>(single.into()) {
+                return Err(PolicyError::Config {
+                    field,
+                    message: format!("got {value}: {e}"),
+                });
+            }
+            merged.insert(key.clone(), value.clone());
+        }
+        let config: PolicyConfig =
+            serde_json::from_value(merged.into()).expect("every key was checked on its own");
+        config.validate()?;
+        Ok(config)
+    }
+
     /// Checks every knob's range; the error names the first field out of range.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let invalid =
@@ -144,6 +193,48 @@ mod tests {
         let round_trip: PolicyConfig =
             serde_json::from_value(serde_json::to_value(PolicyConfig::default()).unwrap()).unwrap();
         assert_eq!(round_trip, PolicyConfig::default());
+    }
+
+    #[test]
+    fn keys_are_the_serialised_field_names() {
+        let value = serde_json::to_value(PolicyConfig::default()).unwrap();
+        let mut names: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut keys = PolicyConfig::KEYS.to_vec();
+        names.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(names, keys);
+    }
+
+    #[test]
+    fn overrides_apply_key_by_key_and_name_a_bad_key() {
+        let map = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let base = PolicyConfig::default();
+        let c = base
+            .overridden(&map(
+                serde_json::json!({"organic_per_ad": 15, "ad_min_relevance": 0.5}),
+            ))
+            .unwrap();
+        assert_eq!((c.organic_per_ad, c.ad_min_relevance), (15, 0.5));
+        assert_eq!(c.page_size, base.page_size);
+        let field = |v: serde_json::Value| match base.overridden(&map(v)).unwrap_err() {
+            PolicyError::Config { field, .. } => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(serde_json::json!({"page_size": 2.5})), "page_size");
+        assert_eq!(field(serde_json::json!({"page_size": -1})), "page_size");
+        assert_eq!(
+            field(serde_json::json!({"organic_per_ad": 0})),
+            "organic_per_ad"
+        );
+        assert_eq!(
+            field(serde_json::json!({"foreign_language_share": "lots"})),
+            "foreign_language_share"
+        );
     }
 
     #[test]

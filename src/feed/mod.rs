@@ -1,0 +1,898 @@
+//! The feed: a loaded model and the pipeline that turns a user id into a ranked page.
+//!
+//! Stages, in order:
+//!
+//! 1. **Candidate sources** (`candidates`): personal retrieval, followed hashtags,
+//!    value-trending and fresh posts, merged without duplicates within their quotas; for a
+//!    user the model does not know, the non-personal ranking. A deep feed is topped up from
+//!    the non-personal ranking.
+//! 2. **Filters**: the viewer's seen, hidden and reported posts and blocked authors; posts
+//!    past the report threshold.
+//! 3. **Hydration**: similarity of every candidate to the viewer (cosine), and the
+//!    viewer-independent terms of each post (value, freshness, clickbait), precomputed.
+//! 4. **Scoring** (`scoring::blend`), with the model's weights or the request's.
+//! 5. **Ads**: the ads nearest the viewer from the ad index, filtered like posts, judged by
+//!    relevance (cosine).
+//! 6. **Selector** (`policy::arrange`): the feed sequence under the low-ad, diversity and
+//!    language rules, to one past the requested page.
+//! 7. **Pagination**: the page is a cut of that sequence; the cursor is the offset.
+//!
+//! Everything that does not depend on the viewer (each post's terms, the source lists, the
+//! non-personal ranking, dense author, language and hashtag ids) is computed once when the
+//! model loads, so a request costs one similarity search over posts, one over ads, and work
+//! linear in a few hundred candidates.
+
+mod cursor;
+mod explain;
+mod tables;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::candidates::{
+    self, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source, SourceLists, SourceQuotas,
+    SourceWindows, Sourced, UserSignals,
+};
+use crate::index::HnswParams;
+use crate::policy::{
+    self, AdCandidate, Arrangement, CandidateSet, Lang, OrganicCandidate, PolicyConfig,
+    PolicyError, Scored, UserLanguages,
+};
+use crate::scoring::{self, PostTerms, ScoringConfig, ScoringError};
+use crate::snapshot::{self, MAX_ID_BYTES, PostKind, Snapshot, SnapshotError, files};
+
+pub use explain::{AdConsidered, Explanation, Penalties};
+use tables::PostTables;
+
+/// Page sizes a request may ask for.
+pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
+pub const DEFAULT_LIMIT: usize = 20;
+
+/// Organic candidates beyond the depth arranged: room for the ones the selector's hard rules
+/// (the sponsored cap, near-duplicates) pass over.
+const CANDIDATE_MARGIN: usize = 20;
+
+/// Ads fetched beyond the ad slots a sequence can hold, so an explanation shows the runners-up
+/// and a filtered ad does not leave a slot empty.
+const AD_MARGIN: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error("manifest.json: {0}")]
+    Scoring(#[from] ScoringError),
+    #[error("limit must be an integer from {min} to {max}, got {0}", min = LIMIT_RANGE.start(), max = LIMIT_RANGE.end())]
+    InvalidLimit(String),
+    #[error("cursor is not one this service issued for this user")]
+    InvalidCursor,
+    #[error("user_id must be 1 to {MAX_ID_BYTES} bytes, got {0} bytes")]
+    InvalidUserId(usize),
+    #[error("weights: {0}")]
+    InvalidWeights(ScoringError),
+    /// The selector refused the candidates the pipeline built: a bug, not a bad request.
+    #[error("policy: {0}")]
+    Policy(#[from] PolicyError),
+}
+
+/// Scoring weights and policy knobs together: what `manifest.scoring` and a request's
+/// `weights` override.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    pub scoring: ScoringConfig,
+    pub policy: PolicyConfig,
+}
+
+impl Default for Weights {
+    fn default() -> Weights {
+        Weights {
+            scoring: ScoringConfig::default(),
+            policy: PolicyConfig::default(),
+        }
+    }
+}
+
+impl Weights {
+    /// These weights with `overrides` applied key by key: policy knobs (`PolicyConfig::KEYS`)
+    /// go to the policy, every other key to scoring. Unknown keys, wrong types and values out
+    /// of range are errors naming the key.
+    pub fn overridden(
+        &self,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Weights, ScoringError> {
+        let (policy_keys, scoring_keys): (serde_json::Map<_, _>, serde_json::Map<_, _>) = overrides
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| PolicyConfig::KEYS.contains(&k.as_str()));
+        let scoring = self.scoring.overridden(&scoring_keys).map_err(|mut e| {
+            if e.message.starts_with("unknown key") {
+                e.message = format!(
+                    "{}; policy knobs are {}",
+                    e.message,
+                    PolicyConfig::KEYS.join(", ")
+                );
+            }
+            e
+        })?;
+        let policy = self.policy.overridden(&policy_keys).map_err(|e| match e {
+            PolicyError::Config { field, message } => ScoringError {
+                field: field.to_string(),
+                message,
+            },
+            other => ScoringError {
+                field: "?".into(),
+                message: other.to_string(),
+            },
+        })?;
+        Ok(Weights { scoring, policy })
+    }
+}
+
+/// How a model is indexed and how deep its feeds go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedOptions {
+    pub index: IndexKind,
+    /// HNSW links per node ("M").
+    pub hnsw_max_connections: usize,
+    pub hnsw_ef_construction: usize,
+    pub hnsw_ef_search: usize,
+    /// Posts retrieved by similarity for each personal feed request.
+    pub candidates: usize,
+    /// Candidates from the hashtags the user follows, per request.
+    pub hashtag_candidates: usize,
+    /// Candidates from the value-trending list, per request.
+    pub trending_candidates: usize,
+    /// Candidates from the fresh (recent, few views) list, per request: the exploration share.
+    pub fresh_candidates: usize,
+    /// Trending ranks posts at most this old, by value per view.
+    pub trending_window_hours: u32,
+    /// Fresh takes posts at most this old ...
+    pub fresh_window_hours: u32,
+    /// ... with fewer views than this.
+    pub fresh_max_views: u64,
+    /// How many posts a feed can page through before `next_cursor` is null.
+    pub max_depth: usize,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        let hnsw = HnswParams::default();
+        FeedOptions {
+            index: IndexKind::Hnsw,
+            hnsw_max_connections: hnsw.max_connections,
+            hnsw_ef_construction: hnsw.ef_construction,
+            hnsw_ef_search: hnsw.ef_search,
+            candidates: 200,
+            // Beside 200 personal candidates: enough from each other source to fill a page
+            // on its own, few enough that similarity still decides most of the feed.
+            hashtag_candidates: 60,
+            trending_candidates: 40,
+            fresh_candidates: 20,
+            trending_window_hours: 72,
+            fresh_window_hours: 24,
+            fresh_max_views: 200,
+            max_depth: 500,
+        }
+    }
+}
+
+impl FeedOptions {
+    /// Per-request quotas of the candidate sources.
+    pub fn source_quotas(&self) -> SourceQuotas {
+        SourceQuotas {
+            personal: self.candidates,
+            hashtag: self.hashtag_candidates,
+            trending: self.trending_candidates,
+            fresh: self.fresh_candidates,
+        }
+    }
+
+    fn source_windows(&self, now: i64) -> SourceWindows {
+        SourceWindows {
+            now,
+            trending_window_secs: i64::from(self.trending_window_hours) * 3600,
+            fresh_window_secs: i64::from(self.fresh_window_hours) * 3600,
+            fresh_max_views: self.fresh_max_views,
+            // Deep enough for any page of any source; bounded so the lists stay small.
+            per_hashtag: self.max_depth,
+            list_len: self.max_depth,
+        }
+    }
+
+    pub fn hnsw_params(&self) -> HnswParams {
+        HnswParams {
+            max_connections: self.hnsw_max_connections,
+            ef_construction: self.hnsw_ef_construction,
+            ef_search: self.hnsw_ef_search,
+        }
+    }
+}
+
+/// A snapshot made ready to serve: indexed, with per-post scores precomputed. Immutable; a
+/// new snapshot makes a new `Model`.
+pub struct Model {
+    snapshot: Snapshot,
+    options: FeedOptions,
+    weights: Weights,
+    retriever: Retriever,
+    user_rows: HashMap<String, u32>,
+    /// Per post row: the viewer-independent terms of the blend.
+    terms: Vec<PostTerms>,
+    /// Per post row: reported past the threshold, so shown to nobody.
+    reported_out: Vec<bool>,
+    tables: PostTables,
+    /// The non-personal candidate sources, best first.
+    source_lists: SourceLists,
+    /// The non-personal feed: good recent organic posts, languages interleaved.
+    popular: Vec<Scored>,
+    /// Reference instant for freshness: the newest post in the snapshot.
+    now: i64,
+    build_time: Duration,
+    index_origin: IndexOrigin,
+}
+
+/// One item of a page. Borrows the post id from the model: no copies until JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct FeedItem<'m> {
+    pub post_id: &'m str,
+    /// `organic`, `sponsored` (label it as such) or `ad`.
+    pub kind: PostKind,
+    /// The blended score (`scoring`). The page is in the policy's order, so scores need not
+    /// decrease along it.
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explanation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedPage<'m> {
+    pub model_version: &'m str,
+    pub items: Vec<FeedItem<'m>>,
+    /// Pass back as `cursor` for the next page; `None` at the end of the feed.
+    pub next_cursor: Option<String>,
+    /// With `explain`: every ad considered for the policy pages this page overlaps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ads_considered: Option<Vec<AdConsidered<'m>>>,
+}
+
+/// What a request may add to the model's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestContext<'a> {
+    /// The viewer's seen, hidden and reported posts, blocked authors and engaged languages.
+    pub signals: Option<&'a UserSignals>,
+    /// Weights and policy knobs for this request only (an experiment; see
+    /// [`Model::request_weights`]). The candidate lists, the report filter and the
+    /// non-personal ranking are computed once per model with the model's weights and do not
+    /// change.
+    pub weights: Option<&'a Weights>,
+    /// Explain every item and the page's ads.
+    pub explain: bool,
+}
+
+/// A feed request, as validated plain data.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedRequest<'a> {
+    pub user_id: &'a str,
+    pub limit: usize,
+    pub cursor: Option<&'a str>,
+}
+
+/// A candidate after hydration and scoring.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hydrated {
+    pub row: u32,
+    pub source: Source,
+    /// Cosine similarity to the viewer; `None` in a non-personal feed.
+    pub similarity: Option<f32>,
+    pub terms: PostTerms,
+    /// The blended score.
+    pub blend: f32,
+}
+
+/// A user's feed sequence to some depth, with the candidates it was arranged from.
+#[derive(Debug, Clone)]
+pub struct ArrangedFeed {
+    pub arrangement: Arrangement,
+    /// Every candidate (organic and ads), sorted by row.
+    pub candidates: Vec<Hydrated>,
+}
+
+impl ArrangedFeed {
+    pub fn candidate(&self, row: u32) -> Option<&Hydrated> {
+        self.candidates
+            .binary_search_by_key(&row, |c| c.row)
+            .ok()
+            .map(|i| &self.candidates[i])
+    }
+}
+
+impl Model {
+    /// Loads, validates and indexes the snapshot in `dir`.
+    ///
+    /// Under the HNSW index kind, a stored index in the directory (`posts.index`) is loaded
+    /// instead of building the graph, if it was built from this snapshot with these options'
+    /// `hnsw_max_connections` and `hnsw_ef_construction`; otherwise a warning says why not,
+    /// and the index is built as without it.
+    pub fn load(dir: &Path, options: FeedOptions) -> Result<Model, FeedError> {
+        let started = Instant::now();
+        let snapshot = snapshot::load(dir)?;
+        tracing::info!(
+            dir = %dir.display(),
+            model_version = snapshot.model_version(),
+            posts = snapshot.posts.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot validated"
+        );
+        Model::prepare(snapshot, options, Some(&dir.join(files::POSTS_INDEX)))
+    }
+
+    /// Indexes an already validated snapshot (always building the index).
+    pub fn build(snapshot: Snapshot, options: FeedOptions) -> Result<Model, FeedError> {
+        Model::prepare(snapshot, options, None)
+    }
+
+    /// Indexes the snapshot, loading the HNSW index from `stored_index` when it fits.
+    fn prepare(
+        snapshot: Snapshot,
+        options: FeedOptions,
+        stored_index: Option<&Path>,
+    ) -> Result<Model, FeedError> {
+        let started = Instant::now();
+        let weights = Weights::default().overridden(&snapshot.manifest.scoring)?;
+        let scoring = &weights.scoring;
+        let pools = Pools::of(&snapshot.posts);
+        let (retriever, index_origin) = index_posts(&snapshot, &pools, &options, stored_index);
+        let now = snapshot.newest_post_time().unwrap_or(0);
+        let terms: Vec<PostTerms> = snapshot
+            .posts
+            .iter()
+            .map(|p| PostTerms::of(&p.stats, p.created_at, now, scoring))
+            .collect();
+        let prior_score: Vec<f32> = terms
+            .iter()
+            .map(|t| scoring::blend(0.0, t, scoring))
+            .collect();
+        let reported_out: Vec<bool> = snapshot
+            .posts
+            .iter()
+            .map(|p| scoring::reported_past_threshold(&p.stats, scoring))
+            .collect();
+        let admitted: Vec<u32> = pools
+            .organic
+            .iter()
+            .copied()
+            .filter(|&row| !reported_out[row as usize])
+            .collect();
+        let facts: Vec<PostFacts<'_>> = admitted
+            .iter()
+            .map(|&row| {
+                let post = &snapshot.posts[row as usize];
+                PostFacts {
+                    row,
+                    hashtags: &post.hashtags,
+                    created_at: post.created_at,
+                    views: post.stats.views,
+                    value: terms[row as usize].value,
+                    prior: prior_score[row as usize],
+                }
+            })
+            .collect();
+        let source_lists = SourceLists::build(&facts, &options.source_windows(now));
+        drop(facts);
+        // Deep enough for the last page of any feed, with the selector's margin, plus posts
+        // the viewers' own filters may drop.
+        let popular_depth = 2 * (options.max_depth + 1 + CANDIDATE_MARGIN);
+        let popular = popular_ranking(&snapshot, &admitted, &prior_score, popular_depth);
+        let user_rows = snapshot
+            .users
+            .iter()
+            .enumerate()
+            .map(|(row, u)| (u.id.clone(), row as u32))
+            .collect();
+        let tables = PostTables::build(&snapshot);
+        let build_time = started.elapsed();
+        tracing::info!(
+            model_version = snapshot.model_version(),
+            index = ?options.index,
+            index_origin = index_origin.name(),
+            index_elapsed_ms = index_origin.elapsed().as_millis() as u64,
+            organic_posts = retriever.organic_len(),
+            ads = retriever.ads_len(),
+            elapsed_ms = build_time.as_millis() as u64,
+            "model indexed"
+        );
+        Ok(Model {
+            snapshot,
+            options,
+            weights,
+            retriever,
+            user_rows,
+            terms,
+            reported_out,
+            tables,
+            source_lists,
+            popular,
+            now,
+            build_time,
+            index_origin,
+        })
+    }
+
+    pub fn model_version(&self) -> &str {
+        self.snapshot.model_version()
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    pub fn options(&self) -> &FeedOptions {
+        &self.options
+    }
+
+    /// The model's weights: defaults, overridden by `manifest.scoring`.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn scoring(&self) -> &ScoringConfig {
+        &self.weights.scoring
+    }
+
+    pub fn policy(&self) -> &PolicyConfig {
+        &self.weights.policy
+    }
+
+    /// A request's weights: the model's, overridden by `key:value,...` pairs (scoring weights
+    /// and policy knobs, as in `manifest.scoring`).
+    pub fn request_weights(&self, text: &str) -> Result<Weights, FeedError> {
+        scoring::parse_overrides(text)
+            .and_then(|map| self.weights.overridden(&map))
+            .map_err(FeedError::InvalidWeights)
+    }
+
+    /// Time spent indexing and precomputing (after validation).
+    pub fn build_time(&self) -> Duration {
+        self.build_time
+    }
+
+    /// Whether the organic index was loaded from the stored index or built, and how long it
+    /// took.
+    pub fn index_origin(&self) -> &IndexOrigin {
+        &self.index_origin
+    }
+
+    /// Retrieval (for instance, to store its HNSW index).
+    pub fn retriever(&self) -> &Retriever {
+        &self.retriever
+    }
+
+    /// The instant freshness is measured from.
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Whether the snapshot knows this user (and so has an embedding for them).
+    pub fn knows_user(&self, user_id: &str) -> bool {
+        self.user_rows.contains_key(user_id)
+    }
+
+    /// The user's embedding, if the snapshot knows them.
+    pub fn user_vector(&self, user_id: &str) -> Option<&[f32]> {
+        let row = *self.user_rows.get(user_id)?;
+        self.snapshot.user_vectors.row(row as usize).to_slice()
+    }
+
+    /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
+    /// same page, and consecutive pages never repeat a post.
+    pub fn feed(&self, request: &FeedRequest<'_>) -> Result<FeedPage<'_>, FeedError> {
+        self.feed_with(request, RequestContext::default())
+    }
+
+    /// [`Model::feed`] with what the request adds: the viewer's signals (none of the posts
+    /// they exclude is shown), weights for this request, and explanations. The cursor counts
+    /// positions in the arranged sequence, so signals and weights should not change while a
+    /// viewer pages through one feed.
+    pub fn feed_with(
+        &self,
+        request: &FeedRequest<'_>,
+        context: RequestContext<'_>,
+    ) -> Result<FeedPage<'_>, FeedError> {
+        let user_id = request.user_id;
+        if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
+            return Err(FeedError::InvalidUserId(user_id.len()));
+        }
+        if !LIMIT_RANGE.contains(&request.limit) {
+            return Err(FeedError::InvalidLimit(request.limit.to_string()));
+        }
+        let offset = match request.cursor {
+            Some(c) => cursor::decode(c, user_id).ok_or(FeedError::InvalidCursor)?,
+            None => 0,
+        };
+        let end = (offset + request.limit).min(self.options.max_depth);
+        let weights = context.weights.unwrap_or(&self.weights);
+        // Arrange one past the page to learn whether another page exists.
+        let arranged = self.arranged(user_id, end + 1, context)?;
+        let sequence = &arranged.arrangement.items;
+        let page = sequence
+            .get(offset.min(sequence.len())..end.min(sequence.len()))
+            .unwrap_or(&[]);
+        let items = page
+            .iter()
+            .map(|placed| {
+                let candidate = arranged
+                    .candidate(placed.row)
+                    .expect("placed posts come from the candidates");
+                FeedItem {
+                    post_id: &self.snapshot.posts[placed.row as usize].id,
+                    kind: placed.kind,
+                    score: candidate.blend,
+                    explain: context.explain.then(|| {
+                        let clickbait =
+                            weights.scoring.clickbait_weight * candidate.terms.clickbait;
+                        let penalties =
+                            Penalties::of(candidate.blend, clickbait, &placed.decisions);
+                        Explanation {
+                            source: candidate.source,
+                            similarity: candidate.similarity,
+                            value: candidate.terms.value,
+                            freshness: candidate.terms.freshness,
+                            penalties,
+                            blend: candidate.blend,
+                            placed_score: candidate.blend - penalties.repeats,
+                            decisions: placed.decisions,
+                        }
+                    }),
+                }
+            })
+            .collect();
+        let ads_considered = context.explain.then(|| {
+            let page_size = arranged.arrangement.page_size;
+            let pages = if page.is_empty() {
+                0..0
+            } else {
+                offset / page_size..(end - 1) / page_size + 1
+            };
+            pages
+                .flat_map(|p| arranged.arrangement.ads_on_page(p))
+                .map(|report| AdConsidered {
+                    post_id: &self.snapshot.posts[report.row as usize].id,
+                    page: report.page,
+                    relevance: report.relevance,
+                    verdict: report.verdict,
+                })
+                .collect()
+        });
+        let next_cursor = (sequence.len() > end && end < self.options.max_depth)
+            .then(|| cursor::encode(end, user_id));
+        Ok(FeedPage {
+            model_version: self.model_version(),
+            items,
+            next_cursor,
+            ads_considered,
+        })
+    }
+
+    /// The merged candidates of a known user's feed, before scoring: personal retrieval,
+    /// followed hashtags, trending and fresh, each within its quota, without the posts the
+    /// filters drop. `None` for a user the snapshot does not know.
+    pub fn candidates(&self, user_id: &str, signals: Option<&UserSignals>) -> Option<Vec<Sourced>> {
+        let row = *self.user_rows.get(user_id)?;
+        Some(self.gather(row, active_filters(signals)))
+    }
+
+    fn gather(&self, user_row: u32, signals: Option<&UserSignals>) -> Vec<Sourced> {
+        let query = self.user_query(user_row);
+        let personal = self.retriever.similar(query, self.options.candidates);
+        let follows = &self.snapshot.users[user_row as usize].follows;
+        let quotas = self.options.source_quotas();
+        candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
+            self.excluded(row, signals)
+        })
+    }
+
+    /// Whether post `row` is shown to nobody, or not to this viewer.
+    fn excluded(&self, row: u32, signals: Option<&UserSignals>) -> bool {
+        self.reported_out[row as usize]
+            || signals.is_some_and(|s| s.drops(&self.snapshot.posts[row as usize]).is_some())
+    }
+
+    fn user_query(&self, user_row: u32) -> &[f32] {
+        tables::row(&self.snapshot.user_vectors, user_row)
+    }
+
+    /// `user_id`'s feed sequence to `depth` positions (fewer if the candidates run out), with
+    /// the candidates it was arranged from: the whole pipeline but the cut into a page.
+    ///
+    /// The candidates (organic and ads) do not depend on `depth`: there are always enough for
+    /// the deepest page (`max_depth`). So arranging deeper only extends the sequence, which is
+    /// what lets a cursor be an offset.
+    pub fn arranged(
+        &self,
+        user_id: &str,
+        depth: usize,
+        context: RequestContext<'_>,
+    ) -> Result<ArrangedFeed, FeedError> {
+        let weights = context.weights.unwrap_or(&self.weights);
+        let signals = context.signals;
+        let filters = active_filters(signals);
+        let (mut candidates, ads, user_langs) = match self.user_rows.get(user_id) {
+            Some(&row) => {
+                let candidates = self.personal_candidates(row, filters, weights);
+                let ads = self.ads(row, filters, weights);
+                let user = &self.snapshot.users[row as usize];
+                let langs: Vec<Lang> = user
+                    .langs
+                    .iter()
+                    .filter_map(|code| self.tables.lang_of(code))
+                    .collect();
+                (candidates, ads, langs)
+            }
+            None => (
+                self.popular_candidates(filters, weights),
+                Vec::new(),
+                Vec::new(),
+            ),
+        };
+        let engaged: Vec<Lang> = signals
+            .map(|s| {
+                s.engaged_langs
+                    .iter()
+                    .filter_map(|code| self.tables.lang_of(code))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let user = UserLanguages {
+            listed: &user_langs,
+            engaged: &engaged,
+        };
+        let personal = self.user_rows.contains_key(user_id);
+        let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
+        let len = candidates.len();
+        for (rank, c) in candidates.iter().enumerate() {
+            let row = c.row as usize;
+            let post = OrganicCandidate {
+                row: c.row,
+                // The non-personal ranking interleaves languages, an order no score gives; rank
+                // scores keep it, and the rules still apply.
+                score: if personal {
+                    c.blend
+                } else {
+                    1.0 - rank as f32 / len as f32
+                },
+                author: self.tables.author[row],
+                lang: self.tables.lang[row],
+                sponsored: self.snapshot.posts[row].kind == PostKind::Sponsored,
+            };
+            set.push(post, self.tables.tags(c.row));
+        }
+        let ad_candidates: Vec<AdCandidate> = ads
+            .iter()
+            .map(|a| AdCandidate {
+                row: a.row,
+                relevance: a.similarity.unwrap_or(0.0),
+                score: a.blend,
+            })
+            .collect();
+        let vectors = &self.snapshot.post_vectors;
+        let arrangement = policy::arrange(
+            &set,
+            &ad_candidates,
+            &user,
+            |a, b| self.tables.cosine(vectors, a, b),
+            &weights.policy,
+            depth,
+        )?;
+        candidates.extend(ads);
+        candidates.sort_unstable_by_key(|c| c.row);
+        Ok(ArrangedFeed {
+            arrangement,
+            candidates,
+        })
+    }
+
+    /// A post's terms under `weights`: precomputed for the model's own, recomputed otherwise.
+    fn terms(&self, row: u32, weights: &Weights) -> PostTerms {
+        if std::ptr::eq(weights, &self.weights) {
+            self.terms[row as usize]
+        } else {
+            let post = &self.snapshot.posts[row as usize];
+            PostTerms::of(&post.stats, post.created_at, self.now, &weights.scoring)
+        }
+    }
+
+    fn hydrate(
+        &self,
+        row: u32,
+        source: Source,
+        similarity: Option<f32>,
+        weights: &Weights,
+    ) -> Hydrated {
+        let terms = self.terms(row, weights);
+        Hydrated {
+            row,
+            source,
+            similarity,
+            terms,
+            blend: scoring::blend(similarity.unwrap_or(0.0), &terms, &weights.scoring),
+        }
+    }
+
+    /// Candidates enough for the deepest sequence a cursor can reach.
+    fn candidate_depth(&self) -> usize {
+        self.options.max_depth + 1 + CANDIDATE_MARGIN
+    }
+
+    /// A known user's organic candidates, hydrated and scored: the merged sources, topped up
+    /// from the non-personal ranking when they are fewer than the deepest sequence needs.
+    fn personal_candidates(
+        &self,
+        user_row: u32,
+        filters: Option<&UserSignals>,
+        weights: &Weights,
+    ) -> Vec<Hydrated> {
+        let query = self.user_query(user_row);
+        let query_norm = crate::index::dot(query, query).sqrt();
+        let vectors = &self.snapshot.post_vectors;
+        // Hydration: every candidate gets its similarity to the viewer (the other sources'
+        // posts too), as cosine, so all compete on the same blend.
+        let similarity = |row: u32, known: Option<f32>| {
+            let raw = known.unwrap_or_else(|| crate::index::dot(query, tables::row(vectors, row)));
+            self.tables.to_cosine(raw, row, query_norm)
+        };
+        let mut out: Vec<Hydrated> = self
+            .gather(user_row, filters)
+            .iter()
+            .map(|c| {
+                self.hydrate(
+                    c.row,
+                    c.source,
+                    Some(similarity(c.row, c.similarity)),
+                    weights,
+                )
+            })
+            .collect();
+        let wanted = self.candidate_depth();
+        if out.len() < wanted {
+            let mut taken: Vec<u32> = out.iter().map(|c| c.row).collect();
+            taken.sort_unstable();
+            let top_up: Vec<u32> = self
+                .popular
+                .iter()
+                .map(|s| s.row)
+                .filter(|&row| taken.binary_search(&row).is_err() && !self.excluded(row, filters))
+                .take(wanted - out.len())
+                .collect();
+            out.extend(top_up.into_iter().map(|row| {
+                self.hydrate(row, Source::Popular, Some(similarity(row, None)), weights)
+            }));
+        }
+        out
+    }
+
+    /// The non-personal feed's candidates, in its order.
+    fn popular_candidates(
+        &self,
+        filters: Option<&UserSignals>,
+        weights: &Weights,
+    ) -> Vec<Hydrated> {
+        self.popular
+            .iter()
+            .filter(|s| !self.excluded(s.row, filters))
+            .take(self.candidate_depth())
+            .map(|s| self.hydrate(s.row, Source::Popular, None, weights))
+            .collect()
+    }
+
+    /// The ads nearest the user that the filters admit, enough for every ad slot of the
+    /// deepest sequence and a few more; `similarity` is their relevance (cosine).
+    fn ads(
+        &self,
+        user_row: u32,
+        filters: Option<&UserSignals>,
+        weights: &Weights,
+    ) -> Vec<Hydrated> {
+        let policy = &weights.policy;
+        let depth = self.options.max_depth + 1;
+        let slots = if depth > policy.first_ad_position {
+            (depth - policy.first_ad_position - 1) / (policy.organic_per_ad + 1) + 1
+        } else {
+            0
+        };
+        if slots == 0 {
+            return Vec::new();
+        }
+        let query = self.user_query(user_row);
+        let query_norm = crate::index::dot(query, query).sqrt();
+        self.retriever
+            .ads(query, slots + AD_MARGIN)
+            .into_iter()
+            .filter(|c| !self.excluded(c.row, filters))
+            .map(|c| {
+                let relevance = self.tables.to_cosine(c.similarity, c.row, query_norm);
+                self.hydrate(c.row, Source::Ads, Some(relevance), weights)
+            })
+            .collect()
+    }
+}
+
+/// The signals, if they filter anything.
+fn active_filters(signals: Option<&UserSignals>) -> Option<&UserSignals> {
+    signals.filter(|s| !s.filters_nothing())
+}
+
+/// The organic index: loaded from `stored_index` if the options ask for HNSW and the file
+/// exists and fits this snapshot and these options (a stale or damaged one is never used),
+/// built otherwise.
+fn index_posts(
+    snapshot: &Snapshot,
+    pools: &Pools,
+    options: &FeedOptions,
+    stored_index: Option<&Path>,
+) -> (Retriever, IndexOrigin) {
+    let mut rejected = None;
+    if options.index != IndexKind::Exact
+        && let Some(path) = stored_index
+    {
+        let started = Instant::now();
+        match Retriever::load_hnsw(path, snapshot, pools, options.hnsw_params()) {
+            Ok(retriever) => {
+                let elapsed = started.elapsed();
+                return (retriever, IndexOrigin::Loaded { elapsed });
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                tracing::warn!(
+                    file = %path.display(),
+                    reason = %e,
+                    "stored index not used; building the index instead"
+                );
+                rejected = Some(e.to_string());
+            }
+        }
+    }
+    let started = Instant::now();
+    let retriever = Retriever::build(
+        &snapshot.post_vectors,
+        pools,
+        snapshot.metric(),
+        options.index,
+        options.hnsw_params(),
+    );
+    let elapsed = started.elapsed();
+    (retriever, IndexOrigin::Built { elapsed, rejected })
+}
+
+/// The `organic` posts (the pool without those past the report threshold) by their
+/// viewer-independent score, languages interleaved, `depth` long.
+fn popular_ranking(
+    snapshot: &Snapshot,
+    organic: &[u32],
+    prior: &[f32],
+    depth: usize,
+) -> Vec<Scored> {
+    let mut ranked: Vec<Scored> = organic
+        .iter()
+        .map(|&row| Scored {
+            row,
+            score: prior[row as usize],
+        })
+        .collect();
+    policy::order_by_score(&mut ranked);
+    let mut lang_ids: HashMap<&str, usize> = HashMap::new();
+    let post_lang: Vec<usize> = snapshot
+        .posts
+        .iter()
+        .map(|p| {
+            let next = lang_ids.len();
+            *lang_ids.entry(p.lang.as_str()).or_insert(next)
+        })
+        .collect();
+    let mut mixed = policy::interleave_by_language(&ranked, |row| post_lang[row as usize]);
+    mixed.truncate(depth);
+    mixed
+}
