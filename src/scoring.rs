@@ -222,17 +222,24 @@ pub fn parse_overrides(
             });
         };
         let key = key.trim();
-        let number: f64 = value.trim().parse().map_err(|_| ScoringError {
-            field: key.into(),
-            message: format!("must be a number, got {:?}", value.trim()),
-        })?;
-        let Some(number) = serde_json::Number::from_f64(number) else {
-            return Err(ScoringError {
-                field: key.into(),
-                message: "must be finite".into(),
-            });
+        let value = value.trim();
+        // Integers stay integers, so counts (policy knobs such as `page_size`) accept them.
+        let number: serde_json::Value = match value.parse::<i64>() {
+            Ok(integer) => integer.into(),
+            Err(_) => {
+                let float: f64 = value.parse().map_err(|_| ScoringError {
+                    field: key.into(),
+                    message: format!("must be a number, got {value:?}"),
+                })?;
+                serde_json::Number::from_f64(float)
+                    .ok_or_else(|| ScoringError {
+                        field: key.into(),
+                        message: "must be finite".into(),
+                    })?
+                    .into()
+            }
         };
-        if map.insert(key.into(), number.into()).is_some() {
+        if map.insert(key.into(), number).is_some() {
             return Err(ScoringError {
                 field: key.into(),
                 message: "given twice".into(),

@@ -1,5 +1,7 @@
 //! The HTTP API, in-process (`tower::ServiceExt::oneshot`) and over a real socket, on a small
-//! demo world. Rankings are checked against a naive re-implementation of the blend.
+//! demo world. Rankings are checked against a naive re-implementation of the blend, with the
+//! policy's rules turned off through request weights (the rules are checked against a naive
+//! selector in `policy`, and end to end in `feed_policy.rs`).
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -90,16 +92,70 @@ async fn known_user_gets_twenty_distinct_posts_and_a_cursor() {
     assert_eq!(ids.len(), 20);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20);
     assert!(page["next_cursor"].is_string());
-    let scores: Vec<f64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["score"].as_f64().unwrap())
-        .collect();
-    assert!(
-        scores.windows(2).all(|w| w[0] >= w[1]),
-        "first page is best first: {scores:?}"
-    );
+    for item in page["items"].as_array().unwrap() {
+        assert!(item["score"].is_f64(), "{item}");
+        assert!(
+            ["organic", "sponsored", "ad"].contains(&item["kind"].as_str().unwrap()),
+            "{item}"
+        );
+        assert!(
+            item.get("explain").is_none(),
+            "explanations only on request"
+        );
+    }
+    assert!(page.get("ads_considered").is_none());
+}
+
+#[tokio::test]
+async fn explain_adds_readable_reasons_to_every_item_and_the_pages_ads() {
+    let app = app();
+    let (status, page) = get(
+        &app,
+        &format!("/v1/users/{}/feed?explain=true", known_user()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    for item in page["items"].as_array().unwrap() {
+        let explain = &item["explain"];
+        for field in [
+            "source",
+            "value",
+            "freshness",
+            "blend",
+            "placed_score",
+            "decisions",
+        ] {
+            assert!(explain.get(field).is_some(), "{field} missing: {item}");
+        }
+        assert!(explain["similarity"].is_f64(), "a personal feed: {item}");
+        assert!(explain["penalties"]["clickbait"].as_f64().unwrap() >= 0.0);
+        assert!(explain["penalties"]["repeats"].as_f64().unwrap() >= 0.0);
+        let blend = explain["blend"].as_f64().unwrap();
+        assert!((item["score"].as_f64().unwrap() - blend).abs() < 1e-6);
+    }
+    let ads = page["ads_considered"].as_array().unwrap();
+    for ad in ads {
+        assert!(
+            ["shown", "no_slot", "below_relevance"].contains(&ad["verdict"].as_str().unwrap()),
+            "{ad}"
+        );
+        assert!(
+            ad["post_id"].is_string() && ad["relevance"].is_f64(),
+            "{ad}"
+        );
+    }
+    for (query, code) in [
+        ("explain=yes", "invalid_query"),
+        ("explain=1", "invalid_query"),
+    ] {
+        let (status, body) = get(&app, &format!("/v1/users/{}/feed?{query}", known_user())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["code"], code);
+        assert!(
+            body["message"].as_str().unwrap().contains("explain"),
+            "{body}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -157,7 +213,7 @@ async fn pages_never_repeat_and_end_with_a_null_cursor() {
 }
 
 #[tokio::test]
-async fn organic_feeds_never_contain_ads() {
+async fn ads_come_only_from_the_ad_pool_labelled_and_never_as_organic_items() {
     let app = app();
     let world = small_world();
     let ads: HashSet<&str> = world
@@ -167,24 +223,72 @@ async fn organic_feeds_never_contain_ads() {
         .map(|p| p.id.as_str())
         .collect();
     assert!(!ads.is_empty());
-    for user in world
-        .users
-        .iter()
-        .take(30)
-        .map(|u| u.id.clone())
-        .chain(["anon".into()])
-    {
+    let mut ads_served = 0;
+    for user in world.users.iter().take(30).map(|u| u.id.clone()) {
         let (_, page) = get(&app, &format!("/v1/users/{user}/feed?limit=100")).await;
-        for id in ids(&page) {
-            assert!(!ads.contains(id.as_str()), "{user} was served ad {id}");
+        for item in page["items"].as_array().unwrap() {
+            let id = item["post_id"].as_str().unwrap();
+            let is_ad = item["kind"] == "ad";
+            assert_eq!(ads.contains(id), is_ad, "{user}: {item}");
+            ads_served += usize::from(is_ad);
         }
     }
+    assert!(ads_served > 0, "relevant ads exist in the demo world");
+    // Without an embedding there is no relevance, so no ad.
+    let (_, page) = get(&app, "/v1/users/anon/feed?limit=100").await;
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["kind"] != "ad")
+    );
+}
+
+/// Request weights that turn every rule of the selector off: no cap binds, no penalty, no
+/// near-duplicate, no ad is relevant enough. The page is then the candidates by score alone.
+const RULES_OFF: &str = "max_per_author_per_page:1000,max_sponsored_per_page:1000,\
+    author_repeat_decay:1,hashtag_repeat_decay:1,near_duplicate_similarity:2,\
+    foreign_language_share:1,ad_min_relevance:2";
+
+/// The documented blend, from a post's raw data: cosine similarity, value, freshness and the
+/// clickbait penalty, each written out here rather than taken from `scoring`.
+fn naive_blend(
+    config: &scoring::ScoringConfig,
+    similarity: f32,
+    post: &feedrank::snapshot::Post,
+    now: i64,
+) -> f32 {
+    let s = &post.stats;
+    let engaged = config.save_weight * s.saves as f32
+        + config.share_weight * s.shares as f32
+        + config.comment_weight * s.comments as f32
+        + config.like_weight * s.likes as f32
+        - config.hide_weight * s.hides as f32
+        - config.report_weight * s.reports as f32;
+    let rate =
+        (engaged + config.prior_rate * config.prior_views) / (s.views as f32 + config.prior_views);
+    let value = (rate / config.value_scale).tanh();
+    let age_hours = (now - post.created_at).max(0) as f32 / 3600.0;
+    let fresh = 0.5f32.powf(age_hours / config.freshness_half_life_hours);
+    let clickbait = if s.views == 0 {
+        0.0
+    } else {
+        let keep = (s.saves + s.comments) as f32 / s.views as f32;
+        (1.0 - keep / config.clickbait_keep_rate).max(0.0) * s.views as f32
+            / (s.views as f32 + config.clickbait_views)
+    };
+    config.similarity_weight * similarity
+        + config.value_weight * value
+        + config.freshness_weight * fresh
+        - config.clickbait_weight * clickbait
 }
 
 /// Naive reference: the personal source is the exact top-`candidates` by similarity among
 /// organic posts under the report threshold; every candidate, whatever its source, is scored
-/// with the documented formula from its raw data; the page is the best 20. (How the other
-/// sources are merged is checked against a naive merge in `candidates::sources`.)
+/// with the documented formula from its raw data; with the selector's rules off, the page is
+/// the best 20. (How the other sources are merged is checked against a naive merge in
+/// `candidates::sources`.)
 #[tokio::test]
 async fn first_page_matches_a_naive_reference_ranking() {
     let app = app();
@@ -235,11 +339,7 @@ async fn first_page_matches_a_naive_reference_ranking() {
             .iter()
             .map(|c| {
                 let row = c.row as usize;
-                let p = &world.posts[row];
-                let score = config.similarity_weight * sim(row)
-                    + config.value_weight * scoring::value_score(&p.stats, config)
-                    + config.freshness_weight * scoring::freshness(p.created_at, now, config);
-                (score, row)
+                (naive_blend(config, sim(row), &world.posts[row], now), row)
             })
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -248,8 +348,17 @@ async fn first_page_matches_a_naive_reference_ranking() {
             .take(20)
             .map(|&(_, row)| world.posts[row].id.clone())
             .collect();
-        let (_, page) = get(&app, &format!("/v1/users/{}/feed", user.id)).await;
+        let uri = format!("/v1/users/{}/feed?weights={RULES_OFF}", user.id);
+        let (status, page) = get(&app, &uri).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
         assert_eq!(ids(&page), expected, "user {}", user.id);
+        // The reported scores are the naive blend too.
+        for (item, &(score, _)) in page["items"].as_array().unwrap().iter().zip(&scored) {
+            assert!(
+                (item["score"].as_f64().unwrap() as f32 - score).abs() < 1e-4,
+                "{item}"
+            );
+        }
     }
 }
 
@@ -297,6 +406,8 @@ async fn bad_parameters_are_400_with_stable_codes() {
         ("weights=value_weight:high", "invalid_weights"),
         ("weights=value_weight", "invalid_weights"),
         ("weights=save_weight:-1", "invalid_weights"),
+        ("weights=page_size:0", "invalid_weights"),
+        ("weights=organic_per_ad:2.5", "invalid_weights"),
     ] {
         let (status, body) = get(&app, &format!("/v1/users/{user}/feed?{query}")).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
@@ -341,13 +452,17 @@ async fn request_weights_reorder_the_candidates_and_errors_name_the_key() {
             .map(|&(_, row)| world.posts[row as usize].id.clone())
             .collect();
         let uri = format!(
-            "/v1/users/{}/feed?weights=value_weight:0,freshness_weight:0",
+            "/v1/users/{}/feed?weights=value_weight:0,freshness_weight:0,clickbait_weight:0,{RULES_OFF}",
             user.id
         );
         let (status, page) = get(&app, &uri).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         assert_eq!(ids(&page), expected, "user {}", user.id);
-        let (_, default_page) = get(&app, &format!("/v1/users/{}/feed", user.id)).await;
+        let (_, default_page) = get(
+            &app,
+            &format!("/v1/users/{}/feed?weights={RULES_OFF}", user.id),
+        )
+        .await;
         assert_ne!(ids(&default_page), expected, "the weights changed nothing");
     }
     let (_, body) = get(
