@@ -1,6 +1,8 @@
-//! Whole feed requests in-process at 100,000 posts (HNSW retrieval, scoring, ordering, page
-//! assembly and JSON encoding), for known users and for users the snapshot does not know,
-//! next to the retrieval stage alone for the same users, and the policy stage alone.
+//! Whole feed requests in-process at 100,000 posts (candidate sources with HNSW retrieval,
+//! hydration and scoring, ads, the selector, page assembly and JSON encoding), for known users
+//! (first page, and the last page a cursor reaches, which arranges the whole `max_depth`) and
+//! for users the snapshot does not know, next to the retrieval stage alone for the same users,
+//! and the policy stage alone.
 //!
 //! Besides criterion's estimates, prints p50/p90/p99 over individually timed requests, since
 //! a feed's latency budget is about its tail.
@@ -82,15 +84,33 @@ fn bench_feed(c: &mut Criterion) {
         .map(|u| u.id.clone())
         .collect();
 
-    let serve = |user: &str| {
+    let serve_page = |user: &str, limit: usize, cursor: Option<&str>| {
         let request = FeedRequest {
             user_id: user,
-            limit: 20,
-            cursor: None,
+            limit,
+            cursor,
         };
         let page = model.feed(&request).expect("feed");
         serde_json::to_vec(&page).expect("json")
     };
+    let serve = |user: &str| serve_page(user, 20, None);
+    // Cursors to the last page (offset max_depth − 100), for the first 200 users.
+    let deep: Vec<(String, String)> = users
+        .iter()
+        .take(200)
+        .filter_map(|user| {
+            let mut cursor: Option<String> = None;
+            for _ in 0..(model.options().max_depth / 100).saturating_sub(1) {
+                let request = FeedRequest {
+                    user_id: user,
+                    limit: 100,
+                    cursor: cursor.as_deref(),
+                };
+                cursor = Some(model.feed(&request).expect("feed").next_cursor?);
+            }
+            Some((user.clone(), cursor?))
+        })
+        .collect();
 
     let candidates = model.options().candidates;
     let retrieve = |user: &str| {
@@ -102,14 +122,22 @@ fn bench_feed(c: &mut Criterion) {
         ("retrieval alone, known user", 0),
         ("whole feed request, known user", 1),
         ("whole feed request, unknown user", 2),
+        ("whole feed request, known user, last page of 100", 3),
     ] {
+        if kind == 3 && deep.is_empty() {
+            continue;
+        }
         let mut micros = Vec::with_capacity(2_000);
         for i in 0..2_000 {
             let t = Instant::now();
             match kind {
                 0 => drop(black_box(retrieve(&users[i % users.len()]))),
                 1 => drop(black_box(serve(&users[i % users.len()]))),
-                _ => drop(black_box(serve(&format!("new_{i}")))),
+                2 => drop(black_box(serve(&format!("new_{i}")))),
+                _ => {
+                    let (user, cursor) = &deep[i % deep.len()];
+                    drop(black_box(serve_page(user, 100, Some(cursor))))
+                }
             }
             micros.push(t.elapsed().as_secs_f64() * 1e6);
         }

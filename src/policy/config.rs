@@ -106,10 +106,15 @@ impl PolicyConfig {
             // Each key on its own first, so a type error names its key.
             let mut single = merged.clone();
             single.insert(key.clone(), value.clone());
-            if let Err(e) = serde_json::from_value::<PolicyConfig>(single.into()) {
+            if serde_json::from_value::<PolicyConfig>(single.into()).is_err() {
+                let wanted = if value.is_number() {
+                    "a whole number, at least 0"
+                } else {
+                    "a number"
+                };
                 return Err(PolicyError::Config {
                     field,
-                    message: format!("got {value}: {e}"),
+                    message: format!("must be {wanted}, got {value}"),
                 });
             }
             merged.insert(key.clone(), value.clone());
