@@ -12,8 +12,7 @@ use crate::candidates::{IndexKind, Pools, Retriever};
 use crate::config::{LogFormat, ServeConfig};
 use crate::demo::{self, DemoConfig};
 use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
-use crate::feed::{FeedError, FeedOptions, Model};
-use crate::scoring::ScoringConfig;
+use crate::feed::{FeedError, FeedOptions, Model, Weights};
 use crate::snapshot::{self, Issue, Metric, Snapshot, Summary, files, thousands};
 
 #[derive(Debug, Parser)]
@@ -237,9 +236,10 @@ fn check(dir: &Path, config: Option<&Path>) -> ExitCode {
 /// Loads and validates the snapshot in `dir` as `serve` would, or lists its problems.
 fn validate(dir: &Path) -> Result<Snapshot, Vec<Issue>> {
     let snapshot = snapshot::load(dir).map_err(|e| e.issues().to_vec())?;
-    // The scoring section's vocabulary belongs to the scoring layer: check it here too, so
-    // that `check` accepts exactly what `serve` accepts.
-    if let Err(e) = ScoringConfig::with_overrides(&snapshot.manifest.scoring) {
+    // The scoring section's vocabulary (scoring weights and policy knobs) belongs to the
+    // layers that use it: check it here too, so that `check` accepts exactly what `serve`
+    // accepts.
+    if let Err(e) = Weights::default().overridden(&snapshot.manifest.scoring) {
         return Err(vec![Issue {
             file: files::MANIFEST.to_string(),
             line: None,

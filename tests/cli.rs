@@ -147,20 +147,39 @@ fn check_names_file_line_and_field_and_exits_non_zero() {
     assert!(stderr.contains("promo"), "{stderr}");
 }
 
-#[test]
-fn check_rejects_unknown_scoring_keys() {
+/// Writes `scoring` into the manifest of a small demo snapshot and runs `snapshot check`.
+fn check_with_scoring(scoring: serde_json::Value) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     small_demo(dir.path(), "6");
     let path = dir.path().join("manifest.json");
     let mut manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    manifest["scoring"] = serde_json::json!({"save_wieght": 2.0});
+    manifest["scoring"] = scoring;
     std::fs::write(&path, manifest.to_string()).unwrap();
     let out = feedrank(&["snapshot", "check", dir.path().to_str().unwrap()]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    (out.status.code(), text(&out.stderr))
+}
+
+#[test]
+fn check_rejects_unknown_scoring_keys() {
+    let (code, stderr) = check_with_scoring(serde_json::json!({"save_wieght": 2.0}));
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("manifest.json: field `scoring.save_wieght`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_policy_knobs_in_scoring_and_names_a_bad_one() {
+    let (code, stderr) = check_with_scoring(
+        serde_json::json!({"organic_per_ad": 15, "ad_min_relevance": 0.4, "value_weight": 0.5}),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = check_with_scoring(serde_json::json!({"page_size": 0}));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("manifest.json: field `scoring.page_size`"),
         "{stderr}"
     );
 }

@@ -55,6 +55,10 @@ pub const DEFAULT_LIMIT: usize = 20;
 /// (the sponsored cap, near-duplicates) pass over.
 const CANDIDATE_MARGIN: usize = 20;
 
+/// Posts of the non-personal ranking arranged first for a user the model does not know; the
+/// rest, to `max_depth`, are reserves, added only for deeper pages.
+const POPULAR_PRIMARY: usize = 120;
+
 /// Ads fetched beyond the ad slots a sequence can hold, so an explanation shows the runners-up
 /// and a filtered ad does not leave a slot empty.
 const AD_MARGIN: usize = 5;
@@ -291,6 +295,9 @@ pub struct Hydrated {
     pub terms: PostTerms,
     /// The blended score.
     pub blend: f32,
+    /// In a non-personal feed, `1 − i / n` for the `i`-th post of the ranking (`n` its
+    /// length): the order the selector keeps. 0 otherwise.
+    pub rank: f32,
 }
 
 /// A user's feed sequence to some depth, with the candidates it was arranged from.
@@ -620,8 +627,9 @@ impl Model {
         let weights = context.weights.unwrap_or(&self.weights);
         let signals = context.signals;
         let filters = active_filters(signals);
-        let (mut candidates, ads, user_langs) = match self.user_rows.get(user_id) {
-            Some(&row) => {
+        let user_row = self.user_rows.get(user_id).copied();
+        let (mut candidates, ads, user_langs) = match user_row {
+            Some(row) => {
                 let candidates = self.personal_candidates(row, filters, weights);
                 let ads = self.ads(row, filters, weights);
                 let user = &self.snapshot.users[row as usize];
@@ -633,7 +641,7 @@ impl Model {
                 (candidates, ads, langs)
             }
             None => (
-                self.popular_candidates(filters, weights),
+                self.popular_candidates(0, POPULAR_PRIMARY, filters, weights),
                 Vec::new(),
                 Vec::new(),
             ),
@@ -650,26 +658,6 @@ impl Model {
             listed: &user_langs,
             engaged: &engaged,
         };
-        let personal = self.user_rows.contains_key(user_id);
-        let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
-        let len = candidates.len();
-        for (rank, c) in candidates.iter().enumerate() {
-            let row = c.row as usize;
-            let post = OrganicCandidate {
-                row: c.row,
-                // The non-personal ranking interleaves languages, an order no score gives; rank
-                // scores keep it, and the rules still apply.
-                score: if personal {
-                    c.blend
-                } else {
-                    1.0 - rank as f32 / len as f32
-                },
-                author: self.tables.author[row],
-                lang: self.tables.lang[row],
-                sponsored: self.snapshot.posts[row].kind == PostKind::Sponsored,
-            };
-            set.push(post, self.tables.tags(c.row));
-        }
         let ad_candidates: Vec<AdCandidate> = ads
             .iter()
             .map(|a| AdCandidate {
@@ -679,20 +667,70 @@ impl Model {
             })
             .collect();
         let vectors = &self.snapshot.post_vectors;
-        let arrangement = policy::arrange(
-            &set,
-            &ad_candidates,
-            &user,
-            |a, b| self.tables.cosine(vectors, a, b),
-            &weights.policy,
-            depth,
-        )?;
+        let arrange = |set: &CandidateSet| {
+            policy::arrange(
+                set,
+                &ad_candidates,
+                &user,
+                |a, b| self.tables.cosine(vectors, a, b),
+                &weights.policy,
+                depth,
+            )
+        };
+
+        // The candidates first; the reserves (the non-personal ranking's next posts) only if
+        // the sequence ends before `depth`. Reserves never displace candidates, so the
+        // sequence is the same whether or not they were added (see `CandidateSet`).
+        let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
+        for c in &candidates {
+            set.push(
+                self.organic_candidate(c, user_row.is_some()),
+                self.tables.tags(c.row),
+            );
+        }
+        let mut arrangement = arrange(&set)?;
+        if arrangement.items.len() < depth {
+            let reserves = match user_row {
+                Some(row) => self.top_up(row, &candidates, filters, weights),
+                None => self.popular_candidates(
+                    candidates.len(),
+                    self.candidate_depth(),
+                    filters,
+                    weights,
+                ),
+            };
+            if !reserves.is_empty() {
+                for c in &reserves {
+                    set.push_reserve(
+                        self.organic_candidate(c, user_row.is_some()),
+                        self.tables.tags(c.row),
+                    );
+                }
+                arrangement = arrange(&set)?;
+                candidates.extend(reserves);
+            }
+        }
         candidates.extend(ads);
         candidates.sort_unstable_by_key(|c| c.row);
         Ok(ArrangedFeed {
             arrangement,
             candidates,
         })
+    }
+
+    /// A hydrated candidate as the selector takes it. A personal feed's candidates compete on
+    /// their blend; the non-personal ranking interleaves languages, an order no score gives,
+    /// so its candidates carry rank scores (`Hydrated::rank`) that keep it, and the rules
+    /// still apply.
+    fn organic_candidate(&self, c: &Hydrated, personal: bool) -> OrganicCandidate {
+        let row = c.row as usize;
+        OrganicCandidate {
+            row: c.row,
+            score: if personal { c.blend } else { c.rank },
+            author: self.tables.author[row],
+            lang: self.tables.lang[row],
+            sponsored: self.snapshot.posts[row].kind == PostKind::Sponsored,
+        }
     }
 
     /// A post's terms under `weights`: precomputed for the model's own, recomputed otherwise.
@@ -719,6 +757,7 @@ impl Model {
             similarity,
             terms,
             blend: scoring::blend(similarity.unwrap_or(0.0), &terms, &weights.scoring),
+            rank: 0.0,
         }
     }
 
@@ -727,25 +766,15 @@ impl Model {
         self.options.max_depth + 1 + CANDIDATE_MARGIN
     }
 
-    /// A known user's organic candidates, hydrated and scored: the merged sources, topped up
-    /// from the non-personal ranking when they are fewer than the deepest sequence needs.
+    /// A known user's organic candidates, hydrated and scored: the merged sources.
     fn personal_candidates(
         &self,
         user_row: u32,
         filters: Option<&UserSignals>,
         weights: &Weights,
     ) -> Vec<Hydrated> {
-        let query = self.user_query(user_row);
-        let query_norm = crate::index::dot(query, query).sqrt();
-        let vectors = &self.snapshot.post_vectors;
-        // Hydration: every candidate gets its similarity to the viewer (the other sources'
-        // posts too), as cosine, so all compete on the same blend.
-        let similarity = |row: u32, known: Option<f32>| {
-            let raw = known.unwrap_or_else(|| crate::index::dot(query, tables::row(vectors, row)));
-            self.tables.to_cosine(raw, row, query_norm)
-        };
-        let mut out: Vec<Hydrated> = self
-            .gather(user_row, filters)
+        let similarity = self.similarity_to(user_row);
+        self.gather(user_row, filters)
             .iter()
             .map(|c| {
                 self.hydrate(
@@ -755,36 +784,64 @@ impl Model {
                     weights,
                 )
             })
-            .collect();
-        let wanted = self.candidate_depth();
-        if out.len() < wanted {
-            let mut taken: Vec<u32> = out.iter().map(|c| c.row).collect();
-            taken.sort_unstable();
-            let top_up: Vec<u32> = self
-                .popular
-                .iter()
-                .map(|s| s.row)
-                .filter(|&row| taken.binary_search(&row).is_err() && !self.excluded(row, filters))
-                .take(wanted - out.len())
-                .collect();
-            out.extend(top_up.into_iter().map(|row| {
-                self.hydrate(row, Source::Popular, Some(similarity(row, None)), weights)
-            }));
-        }
-        out
+            .collect()
     }
 
-    /// The non-personal feed's candidates, in its order.
-    fn popular_candidates(
+    /// Hydration: cosine similarity of post `row` to the user, from the metric's similarity
+    /// when the search already computed it. Every candidate, whatever its source, gets one, so
+    /// all compete on the same blend.
+    fn similarity_to(&self, user_row: u32) -> impl Fn(u32, Option<f32>) -> f32 + '_ {
+        let query = self.user_query(user_row);
+        let query_norm = crate::index::dot(query, query).sqrt();
+        let vectors = &self.snapshot.post_vectors;
+        move |row, known| {
+            let raw = known.unwrap_or_else(|| crate::index::dot(query, tables::row(vectors, row)));
+            self.tables.to_cosine(raw, row, query_norm)
+        }
+    }
+
+    /// The reserves of a personal feed: the non-personal ranking's posts that are not
+    /// candidates already, enough for the deepest sequence, hydrated like candidates.
+    fn top_up(
         &self,
+        user_row: u32,
+        candidates: &[Hydrated],
         filters: Option<&UserSignals>,
         weights: &Weights,
     ) -> Vec<Hydrated> {
+        let wanted = self.candidate_depth().saturating_sub(candidates.len());
+        let mut taken: Vec<u32> = candidates.iter().map(|c| c.row).collect();
+        taken.sort_unstable();
+        let similarity = self.similarity_to(user_row);
+        self.popular
+            .iter()
+            .map(|s| s.row)
+            .filter(|&row| taken.binary_search(&row).is_err() && !self.excluded(row, filters))
+            .take(wanted)
+            .map(|row| self.hydrate(row, Source::Popular, Some(similarity(row, None)), weights))
+            .collect()
+    }
+
+    /// Posts `from..to` of the non-personal ranking, after the filters, with their rank
+    /// scores.
+    fn popular_candidates(
+        &self,
+        from: usize,
+        to: usize,
+        filters: Option<&UserSignals>,
+        weights: &Weights,
+    ) -> Vec<Hydrated> {
+        let n = self.candidate_depth() as f32;
         self.popular
             .iter()
             .filter(|s| !self.excluded(s.row, filters))
-            .take(self.candidate_depth())
-            .map(|s| self.hydrate(s.row, Source::Popular, None, weights))
+            .enumerate()
+            .skip(from)
+            .take(to.saturating_sub(from))
+            .map(|(i, s)| Hydrated {
+                rank: 1.0 - i as f32 / n,
+                ..self.hydrate(s.row, Source::Popular, None, weights)
+            })
             .collect()
     }
 

@@ -46,6 +46,9 @@
 //! exhausted, or every one left is a near-duplicate or a sponsored post over the cap), the
 //! sequence ends there, shorter than asked.
 //!
+//! *Reserves* ([`CandidateSet::push_reserve`]) are a second tier: a reserve takes a position
+//! only when no other candidate can, even relaxed; among reserves the same rules choose.
+//!
 //! *Determinism and paging.* The output depends only on the inputs' values, not their order
 //! (ties go to the lower row). Each rule looks only at earlier positions and every cap derives
 //! from `page_size`, so arranging to a greater depth extends the sequence without changing any

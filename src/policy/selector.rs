@@ -61,6 +61,8 @@ pub struct OrganicCandidate {
 #[derive(Debug, Clone, Default)]
 pub struct CandidateSet {
     posts: Vec<OrganicCandidate>,
+    /// Per candidate: a reserve candidate (see [`CandidateSet::push_reserve`]).
+    reserve: Vec<bool>,
     /// `tags[spans[i].0..spans[i].1]` are the hashtags of `posts[i]`.
     spans: Vec<(u32, u32)>,
     tags: Vec<u32>,
@@ -75,6 +77,7 @@ impl CandidateSet {
     pub fn with_capacity(posts: usize, hashtags: usize) -> CandidateSet {
         CandidateSet {
             posts: Vec::with_capacity(posts),
+            reserve: Vec::with_capacity(posts),
             spans: Vec::with_capacity(posts),
             tags: Vec::with_capacity(hashtags),
         }
@@ -83,10 +86,29 @@ impl CandidateSet {
     /// Adds a candidate with its hashtags, as ids equal for equal hashtags (e.g. rows of the
     /// snapshot's hashtag table).
     pub fn push(&mut self, post: OrganicCandidate, hashtags: &[u32]) {
+        self.push_as(post, hashtags, false);
+    }
+
+    /// Adds a *reserve* candidate: one the selector considers for a position only when no
+    /// other candidate can take it, not even by relaxing a soft rule. Reserves never displace
+    /// other candidates, so an arrangement with reserves agrees with the one without them at
+    /// every position the latter reaches; a caller can arrange without them first and add
+    /// them only when that sequence ends too soon.
+    pub fn push_reserve(&mut self, post: OrganicCandidate, hashtags: &[u32]) {
+        self.push_as(post, hashtags, true);
+    }
+
+    fn push_as(&mut self, post: OrganicCandidate, hashtags: &[u32], reserve: bool) {
         let start = self.tags.len() as u32;
         self.tags.extend_from_slice(hashtags);
         self.posts.push(post);
+        self.reserve.push(reserve);
         self.spans.push((start, self.tags.len() as u32));
+    }
+
+    /// Whether the `i`-th candidate pushed is a reserve.
+    pub fn is_reserve(&self, i: usize) -> bool {
+        self.reserve[i]
     }
 
     pub fn len(&self) -> usize {
@@ -99,6 +121,7 @@ impl CandidateSet {
 
     pub fn clear(&mut self) {
         self.posts.clear();
+        self.reserve.clear();
         self.spans.clear();
         self.tags.clear();
     }
@@ -398,8 +421,10 @@ struct Selector<'c> {
     slots: Vec<Slot>,
     /// Dense hashtag numbers within this request, spans of `Slot::tags`.
     tags: Vec<u32>,
-    /// Slots before this one are all placed.
-    first_open: usize,
+    /// Per tier (candidates, then reserves): slots of the tier before this one are all placed.
+    first_open: [usize; 2],
+    /// Per tier: the end of its slots (reserves follow the candidates).
+    tier_end: [usize; 2],
     /// Ads best first, relevant or not; `next_ad` indexes the next relevant one to show.
     ads: Vec<AdCandidate>,
     next_ad: usize,
@@ -421,11 +446,14 @@ impl<'c> Selector<'c> {
         user: &UserLanguages<'_>,
         config: &'c PolicyConfig,
     ) -> Selector<'c> {
+        // Candidates before reserves, each best first.
         let mut order: Vec<usize> = (0..organic.len()).collect();
         order.sort_unstable_by(|&a, &b| {
+            let tier = organic.reserve[a].cmp(&organic.reserve[b]);
             let (a, b) = (&organic.posts[a], &organic.posts[b]);
-            best_first(a.score, a.row, b.score, b.row)
+            tier.then(best_first(a.score, a.row, b.score, b.row))
         });
+        let reserve_start = organic.reserve.iter().filter(|&&r| !r).count();
         // Dense numbers for authors and hashtags, so page counts are plain arrays.
         let mut authors: Vec<u32> = organic.posts.iter().map(|p| p.author).collect();
         authors.sort_unstable();
@@ -465,7 +493,8 @@ impl<'c> Selector<'c> {
             hashtag_decay: Powers::new(config.hashtag_repeat_decay),
             slots,
             tags,
-            first_open: 0,
+            first_open: [0, reserve_start],
+            tier_end: [reserve_start, organic.len()],
             ads,
             next_ad: 0,
             ads_placed: 0,
@@ -538,28 +567,35 @@ impl<'c> Selector<'c> {
     /// The best organic candidate the rules admit at this position, relaxing the soft rules
     /// in order if need be; `None` if even that leaves nothing.
     fn take_organic(&mut self, similarity: &impl Fn(u32, u32) -> f32) -> Option<Placed> {
-        while self.slots.get(self.first_open).is_some_and(|s| s.placed) {
-            self.first_open += 1;
+        for tier in 0..2 {
+            while self.first_open[tier] < self.tier_end[tier]
+                && self.slots[self.first_open[tier]].placed
+            {
+                self.first_open[tier] += 1;
+            }
         }
         // Near-duplicates are rare and comparing embeddings is the costliest check, so only
         // the winner is compared with the page; if it is too similar to a post there, it is
-        // marked and the search runs again without it.
+        // marked and the search runs again without it. Reserves only when no candidate can
+        // take the position.
         loop {
-            let chosen = self.best_per_stage().into_iter().flatten().next()?;
+            let chosen =
+                (0..2).find_map(|tier| self.best_per_stage(tier).into_iter().flatten().next())?;
             if !self.near_duplicate(chosen.slot, similarity) {
                 return Some(self.place(chosen));
             }
         }
     }
 
-    /// For each relaxation stage, the best candidate not yet known to be a near-duplicate of
-    /// a post on this page. Stage 0 keeps every rule; stage 1 breaks only the author cap;
-    /// stage 2 breaks the language cap. Once stage 0 has a candidate, the others are left
-    /// incomplete: they are not needed.
-    fn best_per_stage(&self) -> [Option<Best>; 3] {
+    /// For each relaxation stage, the best slot of `tier` (0: candidates, 1: reserves) not
+    /// yet known to be a near-duplicate of a post on this page. Stage 0 keeps every rule;
+    /// stage 1 breaks only the author cap; stage 2 breaks the language cap. Once stage 0 has a
+    /// candidate, the others are left incomplete: they are not needed.
+    fn best_per_stage(&self, tier: usize) -> [Option<Best>; 3] {
         let author_cap = self.config.max_per_author_per_page;
         let mut best: [Option<Best>; 3] = [None; 3];
-        for (i, slot) in self.slots.iter().enumerate().skip(self.first_open) {
+        let slots = &self.slots[..self.tier_end[tier]];
+        for (i, slot) in slots.iter().enumerate().skip(self.first_open[tier]) {
             // Penalties never raise a score, and later slots score no higher: none of them can
             // beat a candidate that keeps every rule.
             if best[0].is_some_and(|b| slot.score < b.score) {

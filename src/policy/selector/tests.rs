@@ -20,6 +20,8 @@ struct Post {
     lang: Lang,
     tags: Vec<u32>,
     sponsored: bool,
+    /// Pushed as a reserve: considered only when no other candidate can take a position.
+    reserve: bool,
 }
 
 fn post(row: u32, score: f32, author: u32, lang: Lang) -> Post {
@@ -30,6 +32,7 @@ fn post(row: u32, score: f32, author: u32, lang: Lang) -> Post {
         lang,
         tags: Vec::new(),
         sponsored: false,
+        reserve: false,
     }
 }
 
@@ -90,7 +93,11 @@ impl Case {
                 lang: p.lang,
                 sponsored: p.sponsored,
             };
-            set.push(candidate, &p.tags);
+            if p.reserve {
+                set.push_reserve(candidate, &p.tags);
+            } else {
+                set.push(candidate, &p.tags);
+            }
         }
         set
     }
@@ -197,7 +204,7 @@ fn reference(case: &Case) -> Arrangement {
             }
         }
         let page = case.organic_in(&items[position - position % page_size..]);
-        let mut chosen: Option<(usize, f32, &Post)> = None;
+        let mut chosen: Option<((usize, usize), f32, &Post)> = None;
         for post in &case.posts {
             if items.iter().any(|i| i.row == post.row) {
                 continue;
@@ -219,11 +226,13 @@ fn reference(case: &Case) -> Arrangement {
             let factor = c.author_repeat_decay.powi(earlier as i32)
                 * c.hashtag_repeat_decay.powi(repeats as i32);
             let score = post.score - (1.0 - factor) * post.score.abs();
-            let better = chosen.is_none_or(|(s, best, p)| {
-                stage < s || (stage == s && (score > best || (score == best && post.row < p.row)))
+            // Reserves rank after every other candidate, whatever its stage.
+            let rank = (usize::from(post.reserve), stage);
+            let better = chosen.is_none_or(|(r, best, p)| {
+                rank < r || (rank == r && (score > best || (score == best && post.row < p.row)))
             });
             if better {
-                chosen = Some((stage, score, post));
+                chosen = Some((rank, score, post));
             }
         }
         let Some((_, score, post)) = chosen else {
@@ -413,7 +422,26 @@ fn check_invariants(case: &Case, out: &Arrangement) -> Result<(), TestCaseError>
                 );
             }
         }
-        // A relaxed post was placed only when no candidate left could keep more rules.
+        // A reserve was placed only when no other candidate left could take the position.
+        for (offset, item) in items.iter().enumerate() {
+            if item.kind == PostKind::Ad || !case.post(item.row).reserve {
+                continue;
+            }
+            let position = start + offset;
+            let before = case.organic_in(&items[..offset]);
+            for post in case.posts.iter().filter(|p| !p.reserve) {
+                if out.items[..position].iter().all(|i| i.row != post.row) {
+                    prop_assert!(
+                        case.stage(&before, post).is_none(),
+                        "position {position}: reserve {} placed while row {} could be",
+                        item.row,
+                        post.row
+                    );
+                }
+            }
+        }
+        // A relaxed post was placed only when no candidate of its tier left could keep more
+        // rules.
         for (offset, item) in items.iter().enumerate() {
             let stage = if relaxed(item, SoftRule::LanguageCap) {
                 2
@@ -424,7 +452,8 @@ fn check_invariants(case: &Case, out: &Arrangement) -> Result<(), TestCaseError>
             };
             let position = start + offset;
             let before = case.organic_in(&items[..offset]);
-            for post in &case.posts {
+            let tier = case.post(item.row).reserve;
+            for post in case.posts.iter().filter(|p| p.reserve == tier) {
                 if out.items[..position].iter().any(|i| i.row == post.row) {
                     continue;
                 }
@@ -526,6 +555,7 @@ fn arb_case() -> impl Strategy<Value = Case> {
             lang(),
             proptest::collection::vec(0u32..6, 0..3),
             proptest::bool::weighted(0.2),
+            proptest::bool::weighted(0.3),
         ),
         0..40,
     );
@@ -545,14 +575,17 @@ fn arb_case() -> impl Strategy<Value = Case> {
             let posts: Vec<Post> = posts
                 .into_iter()
                 .enumerate()
-                .map(|(i, (score, author, lang, tags, sponsored))| Post {
-                    row: 3 * i as u32 + 1,
-                    score,
-                    author,
-                    lang,
-                    tags,
-                    sponsored,
-                })
+                .map(
+                    |(i, (score, author, lang, tags, sponsored, reserve))| Post {
+                        row: 3 * i as u32 + 1,
+                        score,
+                        author,
+                        lang,
+                        tags,
+                        sponsored,
+                        reserve,
+                    },
+                )
                 .collect();
             let ads = ads
                 .into_iter()
@@ -607,6 +640,26 @@ proptest! {
             let shallow = case.arrange_to(depth);
             prop_assert_eq!(&shallow.items[..], &out.items[..shallow.items.len()]);
             prop_assert_eq!(shallow.items.len(), depth.min(out.items.len()));
+        }
+    }
+
+    /// Without its reserves, a case arranges into a prefix of the sequence with them: the
+    /// sequence goes on where the one without reserves stops.
+    #[test]
+    fn reserves_only_extend_the_sequence_without_them(case in arb_case()) {
+        let with = case.arrange();
+        let mut without = case.clone();
+        without.posts.retain(|p| !p.reserve);
+        let without = without.arrange();
+        prop_assert_eq!(&without.items[..], &with.items[..without.items.len()]);
+        if without.items.len() < case.depth
+            && with.items.len() > without.items.len()
+        {
+            let next = &with.items[without.items.len()];
+            prop_assert!(
+                next.kind != PostKind::Ad && case.post(next.row).reserve,
+                "the position where the sequence without reserves stops takes a reserve"
+            );
         }
     }
 }
