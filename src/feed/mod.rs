@@ -84,19 +84,10 @@ pub enum FeedError {
 
 /// Scoring weights and policy knobs together: what `manifest.scoring` and a request's
 /// `weights` override.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Weights {
     pub scoring: ScoringConfig,
     pub policy: PolicyConfig,
-}
-
-impl Default for Weights {
-    fn default() -> Weights {
-        Weights {
-            scoring: ScoringConfig::default(),
-            policy: PolicyConfig::default(),
-        }
-    }
 }
 
 impl Weights {
