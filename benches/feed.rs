@@ -66,10 +66,12 @@ fn model() -> Model {
         }
     };
     eprintln!(
-        "{} posts: model ready in {:.1} s (index: {:?})",
+        "{} posts: model ready in {:.1} s (organic index: {:?}; ad index of {} ads built in {:.1} s)",
         model.snapshot().posts.len(),
         started.elapsed().as_secs_f64(),
-        model.index_origin()
+        model.index_origin(),
+        model.retriever().ads_len(),
+        model.retriever().ads_build_time().as_secs_f64()
     );
     model
 }

@@ -123,6 +123,8 @@ pub const EXACT_AD_POOL: usize = 5_000;
 pub struct Retriever {
     organic: PoolIndex,
     ads: PoolIndex,
+    /// Time spent building the ad index (never stored; see `ad_index`).
+    ads_build_time: Duration,
 }
 
 impl Retriever {
@@ -150,9 +152,12 @@ impl Retriever {
                 PoolIndex::Exact(ExactIndex::build(vectors, &pools.organic, metric))
             }
         };
+        let started = std::time::Instant::now();
+        let ads = ad_index(vectors, pools, metric, kind, params);
         Retriever {
             organic,
-            ads: ad_index(vectors, pools, metric, kind, params),
+            ads,
+            ads_build_time: started.elapsed(),
         }
     }
 
@@ -173,6 +178,7 @@ impl Retriever {
             params,
         };
         let organic = PoolIndex::Hnsw(FlatHnswIndex::read_from(path, &binding)?);
+        let started = std::time::Instant::now();
         let ads = ad_index(
             &snapshot.post_vectors,
             pools,
@@ -180,7 +186,11 @@ impl Retriever {
             IndexKind::Hnsw,
             params,
         );
-        Ok(Retriever { organic, ads })
+        Ok(Retriever {
+            organic,
+            ads,
+            ads_build_time: started.elapsed(),
+        })
     }
 
     /// The HNSW index, when organic retrieval uses one (to store it).
@@ -199,6 +209,11 @@ impl Retriever {
     /// Number of ads.
     pub fn ads_len(&self) -> usize {
         self.ads.get().len()
+    }
+
+    /// Time spent building the ad index.
+    pub fn ads_build_time(&self) -> Duration {
+        self.ads_build_time
     }
 
     /// The `k` organic posts nearest to `query`, best first.

@@ -400,6 +400,7 @@ impl Model {
             index_elapsed_ms = index_origin.elapsed().as_millis() as u64,
             organic_posts = retriever.organic_len(),
             ads = retriever.ads_len(),
+            ads_index_ms = retriever.ads_build_time().as_millis() as u64,
             elapsed_ms = build_time.as_millis() as u64,
             "model indexed"
         );
@@ -679,8 +680,11 @@ impl Model {
                 self.tables.tags(c.row),
             );
         }
-        let mut arrangement = arrange(&set)?;
-        if arrangement.items.len() < depth {
+        // Without reserves, the sequence cannot be longer than the candidates and ads; if that
+        // is short of `depth`, arranging without them first would be wasted.
+        let short = candidates.len() + ad_candidates.len() < depth;
+        let mut arrangement = if short { None } else { Some(arrange(&set)?) };
+        if arrangement.as_ref().is_none_or(|a| a.items.len() < depth) {
             let reserves = match user_row {
                 Some(row) => self.top_up(row, &candidates, filters, weights),
                 None => self.popular_candidates(
@@ -697,10 +701,14 @@ impl Model {
                         self.tables.tags(c.row),
                     );
                 }
-                arrangement = arrange(&set)?;
+                arrangement = None;
                 candidates.extend(reserves);
             }
         }
+        let arrangement = match arrangement {
+            Some(arrangement) => arrangement,
+            None => arrange(&set)?,
+        };
         candidates.extend(ads);
         candidates.sort_unstable_by_key(|c| c.row);
         Ok(ArrangedFeed {
@@ -889,7 +897,8 @@ fn index_posts(
         let started = Instant::now();
         match Retriever::load_hnsw(path, snapshot, pools, options.hnsw_params()) {
             Ok(retriever) => {
-                let elapsed = started.elapsed();
+                // The organic index's own time: the ad index is built either way.
+                let elapsed = started.elapsed().saturating_sub(retriever.ads_build_time());
                 return (retriever, IndexOrigin::Loaded { elapsed });
             }
             Err(e) if e.is_not_found() => {}
@@ -911,7 +920,7 @@ fn index_posts(
         options.index,
         options.hnsw_params(),
     );
-    let elapsed = started.elapsed();
+    let elapsed = started.elapsed().saturating_sub(retriever.ads_build_time());
     (retriever, IndexOrigin::Built { elapsed, rejected })
 }
 
