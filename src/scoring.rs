@@ -222,15 +222,21 @@ pub fn parse_overrides(
             });
         };
         let key = key.trim();
-        let number: f64 = value.trim().parse().map_err(|_| ScoringError {
-            field: key.into(),
-            message: format!("must be a number, got {:?}", value.trim()),
-        })?;
-        let Some(number) = serde_json::Number::from_f64(number) else {
-            return Err(ScoringError {
-                field: key.into(),
-                message: "must be finite".into(),
-            });
+        let value = value.trim();
+        // An integer stays an integer, as in JSON: the policy's counts (`page_size:20`) do
+        // not deserialise from a float, while scoring weights take either.
+        let number = match value.parse::<i64>() {
+            Ok(integer) => serde_json::Number::from(integer),
+            Err(_) => {
+                let float: f64 = value.parse().map_err(|_| ScoringError {
+                    field: key.into(),
+                    message: format!("must be a number, got {value:?}"),
+                })?;
+                serde_json::Number::from_f64(float).ok_or_else(|| ScoringError {
+                    field: key.into(),
+                    message: "must be finite".into(),
+                })?
+            }
         };
         if map.insert(key.into(), number.into()).is_some() {
             return Err(ScoringError {
@@ -436,6 +442,13 @@ mod tests {
             (0.9, 0.5, 2.0)
         );
         assert_eq!(parse_overrides("").unwrap().len(), 0);
+        // Integers stay integers, so that the policy's counts can be set; fractions are
+        // floats; a weight takes either.
+        let counts = parse_overrides("page_size:20,value_weight:0.5").unwrap();
+        assert!(counts["page_size"].is_u64(), "{counts:?}");
+        assert!(counts["value_weight"].is_f64(), "{counts:?}");
+        let integral = parse_overrides("similarity_weight:2").unwrap();
+        assert_eq!(base.overridden(&integral).unwrap().similarity_weight, 2.0);
         let field = |text: &str| match parse_overrides(text) {
             Ok(map) => base.overridden(&map).unwrap_err().field,
             Err(e) => e.field,

@@ -213,7 +213,7 @@ impl Retriever {
 }
 
 fn search(index: &dyn NeighborIndex, query: &[f32], k: usize) -> Vec<Candidate> {
-    if k == 0 || index.len() == 0 {
+    if k == 0 || index.is_empty() {
         return Vec::new();
     }
     index

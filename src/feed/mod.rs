@@ -80,19 +80,10 @@ pub enum FeedError {
 
 /// Scoring weights and policy knobs together: what `manifest.scoring` and a request's
 /// `weights` override.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Weights {
     pub scoring: ScoringConfig,
     pub policy: PolicyConfig,
-}
-
-impl Default for Weights {
-    fn default() -> Weights {
-        Weights {
-            scoring: ScoringConfig::default(),
-            policy: PolicyConfig::default(),
-        }
-    }
 }
 
 impl Weights {
@@ -515,8 +506,21 @@ impl Model {
         };
         let end = (offset + request.limit).min(self.options.max_depth);
         let weights = context.weights.unwrap_or(&self.weights);
-        // Arrange one past the page to learn whether another page exists.
-        let arranged = self.arranged(user_id, end + 1, context)?;
+        // Arrange one past the page to learn whether another page exists (none does past
+        // `max_depth`). With explanations, to the end of the last policy page this page
+        // overlaps: what became of an ad on a policy page is known only once the whole page is
+        // arranged. Never past `max_depth`, where nothing is served.
+        let max_depth = self.options.max_depth;
+        let mut depth = if end < max_depth { end + 1 } else { end };
+        if context.explain {
+            let page_size = weights.policy.page_size;
+            depth = depth.max(
+                end.div_ceil(page_size)
+                    .saturating_mul(page_size)
+                    .min(max_depth),
+            );
+        }
+        let arranged = self.arranged(user_id, depth, context)?;
         let sequence = &arranged.arrangement.items;
         let page = sequence
             .get(offset.min(sequence.len())..end.min(sequence.len()))
