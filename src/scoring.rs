@@ -443,6 +443,13 @@ mod tests {
             (0.9, 0.5, 2.0)
         );
         assert_eq!(parse_overrides("").unwrap().len(), 0);
+        // Integers stay integers, so that the policy's counts can be set; fractions are
+        // floats; a weight takes either.
+        let counts = parse_overrides("page_size:20,value_weight:0.5").unwrap();
+        assert!(counts["page_size"].is_u64(), "{counts:?}");
+        assert!(counts["value_weight"].is_f64(), "{counts:?}");
+        let integral = parse_overrides("similarity_weight:2").unwrap();
+        assert_eq!(base.overridden(&integral).unwrap().similarity_weight, 2.0);
         let field = |text: &str| match parse_overrides(text) {
             Ok(map) => base.overridden(&map).unwrap_err().field,
             Err(e) => e.field,

@@ -22,7 +22,10 @@ pub struct Explanation {
     pub penalties: Penalties,
     /// The blended score: the weighted terms, less the clickbait penalty.
     pub blend: f32,
-    /// The score the post competed with for its position: `blend` less `penalties.repeats`.
+    /// The score the post competed with for its position, less `penalties.repeats`. In a
+    /// personal feed that score is `blend`; in the non-personal feed it is the rank score
+    /// `1 − i/n` of the post's place in the non-personal ranking, whose order the selector
+    /// keeps.
     pub placed_score: f32,
     /// The policy's decisions for this post (empty when no rule touched it).
     pub decisions: Decisions,
@@ -33,14 +36,16 @@ pub struct Explanation {
 pub struct Penalties {
     /// `clickbait_weight · clickbait`: many views, little kept.
     pub clickbait: f32,
-    /// Taken off for earlier posts of the same author or hashtags on the page (the
-    /// `author_repeat` and `hashtag_repeat` decisions give the factors).
+    /// Taken off the score the post competed with (see `placed_score`) for earlier posts of
+    /// the same author or hashtags on the page (the `author_repeat` and `hashtag_repeat`
+    /// decisions give the factors).
     pub repeats: f32,
 }
 
 impl Penalties {
-    /// The penalties of a post with this blend, clickbait penalty and policy decisions.
-    pub fn of(blend: f32, clickbait: f32, decisions: &[Decision]) -> Penalties {
+    /// The penalties of a post that competed with score `competed`, with this clickbait
+    /// penalty and these policy decisions.
+    pub fn of(competed: f32, clickbait: f32, decisions: &[Decision]) -> Penalties {
         let factor: f32 = decisions
             .iter()
             .map(|d| match *d {
@@ -52,7 +57,7 @@ impl Penalties {
             .product();
         Penalties {
             clickbait,
-            repeats: (1.0 - factor) * blend.abs(),
+            repeats: (1.0 - factor) * competed.abs(),
         }
     }
 }

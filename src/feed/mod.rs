@@ -289,6 +289,9 @@ pub struct Hydrated {
     /// In a non-personal feed, `1 − i / n` for the `i`-th post of the ranking (`n` its
     /// length): the order the selector keeps. 0 otherwise.
     pub rank: f32,
+    /// Given to the selector as a reserve (`CandidateSet::push_reserve`): placed only where
+    /// no other candidate could be.
+    pub reserve: bool,
 }
 
 /// A user's feed sequence to some depth, with the candidates it was arranged from.
@@ -514,8 +517,22 @@ impl Model {
         };
         let end = (offset + request.limit).min(self.options.max_depth);
         let weights = context.weights.unwrap_or(&self.weights);
-        // Arrange one past the page to learn whether another page exists.
-        let arranged = self.arranged(user_id, end + 1, context)?;
+        // Arrange one past the page to learn whether another page exists (none does past
+        // `max_depth`). With explanations, to the end of the last policy page this page
+        // overlaps: what became of an ad on a policy page is known only once the whole page is
+        // arranged. Never past `max_depth`, where nothing is served.
+        let max_depth = self.options.max_depth;
+        let mut depth = if end < max_depth { end + 1 } else { end };
+        if context.explain {
+            let page_size = weights.policy.page_size;
+            depth = depth.max(
+                end.div_ceil(page_size)
+                    .saturating_mul(page_size)
+                    .min(max_depth),
+            );
+        }
+        let arranged = self.arranged(user_id, depth, context)?;
+        let personal = self.knows_user(user_id);
         let sequence = &arranged.arrangement.items;
         let page = sequence
             .get(offset.min(sequence.len())..end.min(sequence.len()))
@@ -533,8 +550,14 @@ impl Model {
                     explain: context.explain.then(|| {
                         let clickbait =
                             weights.scoring.clickbait_weight * candidate.terms.clickbait;
-                        let penalties =
-                            Penalties::of(candidate.blend, clickbait, &placed.decisions);
+                        // What the post competed with: its blend, or in a non-personal feed
+                        // its rank score (see `organic_candidate`).
+                        let competed = if personal {
+                            candidate.blend
+                        } else {
+                            candidate.rank
+                        };
+                        let penalties = Penalties::of(competed, clickbait, &placed.decisions);
                         Explanation {
                             source: candidate.source,
                             similarity: candidate.similarity,
@@ -542,7 +565,7 @@ impl Model {
                             freshness: candidate.terms.freshness,
                             penalties,
                             blend: candidate.blend,
-                            placed_score: candidate.blend - penalties.repeats,
+                            placed_score: placed.score,
                             decisions: placed.decisions,
                         }
                     }),
@@ -620,24 +643,15 @@ impl Model {
         let signals = context.signals;
         let filters = active_filters(signals);
         let user_row = self.user_rows.get(user_id).copied();
-        let (mut candidates, ads, user_langs) = match user_row {
-            Some(row) => {
-                let candidates = self.personal_candidates(row, filters, weights);
-                let ads = self.ads(row, filters, weights);
-                let user = &self.snapshot.users[row as usize];
-                let langs: Vec<Lang> = user
+        let user_langs: Vec<Lang> = user_row
+            .map(|row| {
+                self.snapshot.users[row as usize]
                     .langs
                     .iter()
                     .filter_map(|code| self.tables.lang_of(code))
-                    .collect();
-                (candidates, ads, langs)
-            }
-            None => (
-                self.popular_candidates(0, POPULAR_PRIMARY, filters, weights),
-                Vec::new(),
-                Vec::new(),
-            ),
-        };
+                    .collect()
+            })
+            .unwrap_or_default();
         let engaged: Vec<Lang> = signals
             .map(|s| {
                 s.engaged_langs
@@ -649,6 +663,16 @@ impl Model {
         let user = UserLanguages {
             listed: &user_langs,
             engaged: &engaged,
+        };
+        let (mut candidates, ads) = match user_row {
+            Some(row) => (
+                self.personal_candidates(row, filters, weights),
+                self.ads(row, &user, filters, weights),
+            ),
+            None => (
+                self.popular_candidates(0, POPULAR_PRIMARY, filters, weights),
+                Vec::new(),
+            ),
         };
         let ad_candidates: Vec<AdCandidate> = ads
             .iter()
@@ -702,7 +726,11 @@ impl Model {
                     );
                 }
                 arrangement = None;
-                candidates.extend(reserves);
+                candidates.extend(
+                    reserves
+                        .into_iter()
+                        .map(|c| Hydrated { reserve: true, ..c }),
+                );
             }
         }
         let arrangement = match arrangement {
@@ -757,6 +785,7 @@ impl Model {
             terms,
             blend: scoring::blend(similarity.unwrap_or(0.0), &terms, &weights.scoring),
             rank: 0.0,
+            reserve: false,
         }
     }
 
@@ -845,10 +874,13 @@ impl Model {
     }
 
     /// The ads nearest the user that the filters admit, enough for every ad slot of the
-    /// deepest sequence and a few more; `similarity` is their relevance (cosine).
+    /// deepest sequence and a few more; `similarity` is their relevance (cosine). An ad in a
+    /// language the user neither lists nor engages with is not relevant, however close its
+    /// embedding: they could not read it (and it would slip past the page's language cap).
     fn ads(
         &self,
         user_row: u32,
+        user: &UserLanguages<'_>,
         filters: Option<&UserSignals>,
         weights: &Weights,
     ) -> Vec<Hydrated> {
@@ -867,7 +899,9 @@ impl Model {
         self.retriever
             .ads(query, slots + AD_MARGIN)
             .into_iter()
-            .filter(|c| !self.excluded(c.row, filters))
+            .filter(|c| {
+                !self.excluded(c.row, filters) && !user.is_foreign(self.tables.lang[c.row as usize])
+            })
             .map(|c| {
                 let relevance = self.tables.to_cosine(c.similarity, c.row, query_norm);
                 self.hydrate(c.row, Source::Ads, Some(relevance), weights)
