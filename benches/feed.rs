@@ -119,12 +119,20 @@ fn bench_feed(c: &mut Criterion) {
         let query = model.user_vector(user).expect("known user");
         model.retriever().similar(query, candidates)
     };
+    // As many ads as a request fetches for the default policy (every ad slot to max_depth,
+    // and five more).
+    let ads_fetched = (model.options().max_depth - 3) / 11 + 1 + 5;
+    let retrieve_ads = |user: &str| {
+        let query = model.user_vector(user).expect("known user");
+        model.retriever().ads(query, ads_fetched)
+    };
     let mut medians = Vec::new();
     for (label, kind) in [
         ("retrieval alone, known user", 0),
         ("whole feed request, known user", 1),
         ("whole feed request, unknown user", 2),
         ("whole feed request, known user, last page of 100", 3),
+        ("ad retrieval alone, known user", 4),
     ] {
         if kind == 3 && deep.is_empty() {
             continue;
@@ -136,6 +144,7 @@ fn bench_feed(c: &mut Criterion) {
                 0 => drop(black_box(retrieve(&users[i % users.len()]))),
                 1 => drop(black_box(serve(&users[i % users.len()]))),
                 2 => drop(black_box(serve(&format!("new_{i}")))),
+                4 => drop(black_box(retrieve_ads(&users[i % users.len()]))),
                 _ => {
                     let (user, cursor) = &deep[i % deep.len()];
                     drop(black_box(serve_page(user, 100, Some(cursor))))

@@ -298,16 +298,15 @@ pub struct Hydrated {
 #[derive(Debug, Clone)]
 pub struct ArrangedFeed {
     pub arrangement: Arrangement,
-    /// Every candidate (organic and ads), sorted by row.
+    /// Every candidate (organic, reserves if the sequence needed them, and ads).
     pub candidates: Vec<Hydrated>,
 }
 
 impl ArrangedFeed {
+    /// The candidate of post `row`. A scan: a page looks up at most 100 of a few hundred
+    /// candidates, which costs less than sorting them for every request.
     pub fn candidate(&self, row: u32) -> Option<&Hydrated> {
-        self.candidates
-            .binary_search_by_key(&row, |c| c.row)
-            .ok()
-            .map(|i| &self.candidates[i])
+        self.candidates.iter().find(|c| c.row == row)
     }
 }
 
@@ -738,7 +737,6 @@ impl Model {
             None => arrange(&set)?,
         };
         candidates.extend(ads);
-        candidates.sort_unstable_by_key(|c| c.row);
         Ok(ArrangedFeed {
             arrangement,
             candidates,

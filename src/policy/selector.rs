@@ -391,6 +391,9 @@ fn penalised(score: f32, factor: f32) -> f32 {
 struct Slot {
     row: u32,
     score: f32,
+    /// `score` after the page's repeat penalties, kept current as posts are placed (only the
+    /// slots sharing the placed post's author or a hashtag change).
+    penalised: f32,
     /// Dense author number within this request.
     author: u32,
     /// Range in `Selector::tags`.
@@ -435,6 +438,9 @@ struct Selector<'c> {
     page_slots: Vec<usize>,
     author_count: Vec<u32>,
     tag_count: Vec<u32>,
+    /// Slots per dense author and per dense hashtag, to refresh penalised scores.
+    by_author: Postings,
+    by_tag: Postings,
     foreign_on_page: usize,
     sponsored_on_page: usize,
 }
@@ -473,6 +479,7 @@ impl<'c> Selector<'c> {
                 Slot {
                     row: post.row,
                     score: post.score,
+                    penalised: post.score,
                     author: dense(&authors, post.author),
                     tags: (start, tags.len() as u32),
                     foreign: user.is_foreign(post.lang),
@@ -503,9 +510,23 @@ impl<'c> Selector<'c> {
             page_slots: Vec::with_capacity(config.page_size.min(organic.len())),
             author_count: vec![0; authors.len()],
             tag_count: vec![0; tag_ids.len()],
+            by_author: Postings::default(),
+            by_tag: Postings::default(),
             foreign_on_page: 0,
             sponsored_on_page: 0,
         };
+        selector.by_author = Postings::build(authors.len(), |push| {
+            for (i, slot) in selector.slots.iter().enumerate() {
+                push(slot.author, i as u32);
+            }
+        });
+        selector.by_tag = Postings::build(tag_ids.len(), |push| {
+            for (i, slot) in selector.slots.iter().enumerate() {
+                for &t in &selector.tags[slot.tags.0 as usize..slot.tags.1 as usize] {
+                    push(t, i as u32);
+                }
+            }
+        });
         selector.skip_irrelevant_ads();
         selector
     }
@@ -526,6 +547,31 @@ impl<'c> Selector<'c> {
         self.foreign_on_page = 0;
         self.sponsored_on_page = 0;
         self.page = page;
+        for slot in &mut self.slots {
+            slot.penalised = slot.score;
+        }
+    }
+
+    fn postings(&self, group: Group) -> &Postings {
+        match group {
+            Group::Author => &self.by_author,
+            Group::Hashtag => &self.by_tag,
+        }
+    }
+
+    /// Recomputes the penalised score of the open slots of `group` under `key` (after a
+    /// placement changed the page's counts for that author or hashtag).
+    fn refresh(&mut self, group: Group, key: u32) {
+        let (start, end) = self.postings(group).range(key);
+        for k in start..end {
+            let i = self.postings(group).items[k] as usize;
+            if self.slots[i].placed {
+                continue;
+            }
+            let factor = self.penalty_factor(&self.slots[i]);
+            let slot = &mut self.slots[i];
+            slot.penalised = penalised(slot.score, factor);
+        }
     }
 
     fn skip_irrelevant_ads(&mut self) {
@@ -614,10 +660,7 @@ impl<'c> Selector<'c> {
             } else {
                 0
             };
-            if best[stage].is_some_and(|b| slot.score < b.score) {
-                continue;
-            }
-            let score = penalised(slot.score, self.penalty_factor(slot));
+            let score = slot.penalised;
             if best[stage]
                 .is_none_or(|b| best_first(score, slot.row, b.score, b.row) == Ordering::Less)
             {
@@ -720,8 +763,9 @@ impl<'c> Selector<'c> {
             decisions,
         };
 
-        self.author_count[slot.author as usize] += 1;
-        for &t in &self.tags[slot.tags.0 as usize..slot.tags.1 as usize] {
+        let (author, tags) = (slot.author, slot.tags);
+        self.author_count[author as usize] += 1;
+        for &t in &self.tags[tags.0 as usize..tags.1 as usize] {
             self.tag_count[t as usize] += 1;
         }
         self.foreign_on_page += usize::from(slot.foreign);
@@ -729,6 +773,11 @@ impl<'c> Selector<'c> {
         self.organic_placed += 1;
         self.page_slots.push(chosen.slot);
         self.slots[chosen.slot].placed = true;
+        self.refresh(Group::Author, author);
+        for k in tags.0..tags.1 {
+            let t = self.tags[k as usize];
+            self.refresh(Group::Hashtag, t);
+        }
         placed
     }
 
@@ -770,6 +819,46 @@ impl<'c> Selector<'c> {
             }
         }
         reports
+    }
+}
+
+/// Which slots a placement may change the penalty of.
+#[derive(Clone, Copy)]
+enum Group {
+    Author,
+    Hashtag,
+}
+
+/// Items grouped by a small dense key, in compressed rows: `items[start[k]..start[k + 1]]`.
+#[derive(Default)]
+struct Postings {
+    start: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Postings {
+    /// Groups what `fill` pushes as `(key, item)`, keys below `keys`. `fill` runs twice
+    /// (count, then place), so it must push the same pairs both times.
+    fn build(keys: usize, fill: impl Fn(&mut dyn FnMut(u32, u32))) -> Postings {
+        let mut start = vec![0u32; keys + 1];
+        fill(&mut |key, _| start[key as usize + 1] += 1);
+        for k in 0..keys {
+            start[k + 1] += start[k];
+        }
+        let mut next = start.clone();
+        let mut items = vec![0u32; start[keys] as usize];
+        fill(&mut |key, item| {
+            items[next[key as usize] as usize] = item;
+            next[key as usize] += 1;
+        });
+        Postings { start, items }
+    }
+
+    fn range(&self, key: u32) -> (usize, usize) {
+        (
+            self.start[key as usize] as usize,
+            self.start[key as usize + 1] as usize,
+        )
     }
 }
 
