@@ -45,7 +45,7 @@ use crate::scoring::{self, PostTerms, ScoringConfig, ScoringError};
 use crate::snapshot::{self, MAX_ID_BYTES, PostKind, Snapshot, SnapshotError, files};
 
 pub use explain::{AdConsidered, Explanation, Penalties};
-use tables::PostTables;
+use tables::{PostMeta, PostTables};
 
 /// Page sizes a request may ask for.
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
@@ -215,10 +215,7 @@ pub struct Model {
     weights: Weights,
     retriever: Retriever,
     user_rows: HashMap<String, u32>,
-    /// Per post row: the viewer-independent terms of the blend.
-    terms: Vec<PostTerms>,
-    /// Per post row: reported past the threshold, so shown to nobody.
-    reported_out: Vec<bool>,
+    /// Per post: dense ids, scoring terms, flags (`tables.rs`).
     tables: PostTables,
     /// The non-personal candidate sources, best first.
     source_lists: SourceLists,
@@ -393,7 +390,9 @@ impl Model {
             .enumerate()
             .map(|(row, u)| (u.id.clone(), row as u32))
             .collect();
-        let tables = PostTables::build(&snapshot);
+        let tables = PostTables::build(&snapshot, &terms, &reported_out);
+        drop(terms);
+        drop(reported_out);
         let build_time = started.elapsed();
         tracing::info!(
             model_version = snapshot.model_version(),
@@ -412,8 +411,6 @@ impl Model {
             weights,
             retriever,
             user_rows,
-            terms,
-            reported_out,
             tables,
             source_lists,
             popular,
@@ -618,7 +615,7 @@ impl Model {
 
     /// Whether post `row` is shown to nobody, or not to this viewer.
     fn excluded(&self, row: u32, signals: Option<&UserSignals>) -> bool {
-        self.reported_out[row as usize]
+        self.tables.meta[row as usize].reported_out
             || signals.is_some_and(|s| s.drops(&self.snapshot.posts[row as usize]).is_some())
     }
 
@@ -698,10 +695,8 @@ impl Model {
         // sequence is the same whether or not they were added (see `CandidateSet`).
         let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
         for c in &candidates {
-            set.push(
-                self.organic_candidate(c, user_row.is_some()),
-                self.tables.tags(c.row),
-            );
+            let (candidate, meta) = self.organic_candidate(c, user_row.is_some());
+            set.push(candidate, self.tables.tags(meta));
         }
         // Without reserves, the sequence cannot be longer than the candidates and ads; if that
         // is short of `depth`, arranging without them first would be wasted.
@@ -719,10 +714,8 @@ impl Model {
             };
             if !reserves.is_empty() {
                 for c in &reserves {
-                    set.push_reserve(
-                        self.organic_candidate(c, user_row.is_some()),
-                        self.tables.tags(c.row),
-                    );
+                    let (candidate, meta) = self.organic_candidate(c, user_row.is_some());
+                    set.push_reserve(candidate, self.tables.tags(meta));
                 }
                 arrangement = None;
                 candidates.extend(
@@ -747,21 +740,22 @@ impl Model {
     /// their blend; the non-personal ranking interleaves languages, an order no score gives,
     /// so its candidates carry rank scores (`Hydrated::rank`) that keep it, and the rules
     /// still apply.
-    fn organic_candidate(&self, c: &Hydrated, personal: bool) -> OrganicCandidate {
-        let row = c.row as usize;
-        OrganicCandidate {
+    fn organic_candidate(&self, c: &Hydrated, personal: bool) -> (OrganicCandidate, &PostMeta) {
+        let meta = &self.tables.meta[c.row as usize];
+        let candidate = OrganicCandidate {
             row: c.row,
             score: if personal { c.blend } else { c.rank },
-            author: self.tables.author[row],
-            lang: self.tables.lang[row],
-            sponsored: self.snapshot.posts[row].kind == PostKind::Sponsored,
-        }
+            author: meta.author,
+            lang: meta.lang,
+            sponsored: meta.sponsored,
+        };
+        (candidate, meta)
     }
 
     /// A post's terms under `weights`: precomputed for the model's own, recomputed otherwise.
     fn terms(&self, row: u32, weights: &Weights) -> PostTerms {
         if std::ptr::eq(weights, &self.weights) {
-            self.terms[row as usize]
+            self.tables.meta[row as usize].terms
         } else {
             let post = &self.snapshot.posts[row as usize];
             PostTerms::of(&post.stats, post.created_at, self.now, &weights.scoring)
@@ -898,7 +892,8 @@ impl Model {
             .ads(query, slots + AD_MARGIN)
             .into_iter()
             .filter(|c| {
-                !self.excluded(c.row, filters) && !user.is_foreign(self.tables.lang[c.row as usize])
+                !self.excluded(c.row, filters)
+                    && !user.is_foreign(self.tables.meta[c.row as usize].lang)
             })
             .map(|c| {
                 let relevance = self.tables.to_cosine(c.similarity, c.row, query_norm);

@@ -1,24 +1,38 @@
-//! Per-post tables the selector reads, built once per model: dense author, language and
-//! hashtag ids (so a request compares integers, not strings), and what cosine similarity
-//! needs under the `dot` metric.
+//! Per-post tables a request reads, built once per model: for each post one record with its
+//! dense author and language ids, where its hashtag ids start, its scoring terms and whether
+//! it is sponsored or shown to nobody (so a request compares integers, not strings, and
+//! touches one cache line per candidate rather than one per table), and what cosine
+//! similarity needs under the `dot` metric.
 
 use std::collections::HashMap;
 
 use ndarray::Array2;
 
 use crate::policy::Lang;
-use crate::snapshot::{Metric, Snapshot};
+use crate::scoring::PostTerms;
+use crate::snapshot::{Metric, PostKind, Snapshot};
 
 /// The language code of bilingual posts.
 const MIXED: &str = "mixed";
 
+/// What a request needs of one post, in one record.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PostMeta {
+    /// A dense author id.
+    pub author: u32,
+    pub lang: Lang,
+    pub sponsored: bool,
+    /// Past the report threshold: shown to nobody.
+    pub reported_out: bool,
+    /// `tag_ids[tags.0..tags.1]` are the post's hashtag ids.
+    tags: (u32, u32),
+    /// The viewer-independent terms under the model's weights.
+    pub terms: PostTerms,
+}
+
 pub(super) struct PostTables {
-    /// Per post row: a dense author id.
-    pub author: Vec<u32>,
-    /// Per post row: its language.
-    pub lang: Vec<Lang>,
-    /// `tag_ids[tag_start[row]..tag_start[row + 1]]` are the hashtags of post `row`.
-    tag_start: Vec<u32>,
+    /// Per post row.
+    pub meta: Vec<PostMeta>,
     tag_ids: Vec<u32>,
     /// Language code to id, over posts' and users' languages.
     lang_ids: HashMap<String, u16>,
@@ -28,7 +42,8 @@ pub(super) struct PostTables {
 }
 
 impl PostTables {
-    pub fn build(snapshot: &Snapshot) -> PostTables {
+    /// The tables of `snapshot`, with each post's `terms` and whether it is `reported_out`.
+    pub fn build(snapshot: &Snapshot, terms: &[PostTerms], reported_out: &[bool]) -> PostTables {
         let mut lang_ids: HashMap<String, u16> = HashMap::new();
         let codes = snapshot.posts.iter().map(|p| p.lang.as_str()).chain(
             snapshot
@@ -47,17 +62,7 @@ impl PostTables {
             MIXED => Lang::Mixed,
             code => Lang::Id(lang_ids[code]),
         };
-        let lang = snapshot.posts.iter().map(|p| lang_of(&p.lang)).collect();
-
         let mut author_ids: HashMap<&str, u32> = HashMap::new();
-        let author = snapshot
-            .posts
-            .iter()
-            .map(|p| {
-                let next = author_ids.len() as u32;
-                *author_ids.entry(p.author.as_str()).or_insert(next)
-            })
-            .collect();
 
         let hashtag_ids: HashMap<&str, u32> = snapshot
             .hashtags
@@ -67,10 +72,10 @@ impl PostTables {
             .collect();
         // Hashtags outside the snapshot's table get ids after it.
         let mut extra: HashMap<&str, u32> = HashMap::new();
-        let mut tag_start = Vec::with_capacity(snapshot.posts.len() + 1);
+        let mut meta = Vec::with_capacity(snapshot.posts.len());
         let mut tag_ids = Vec::new();
-        tag_start.push(0);
-        for post in &snapshot.posts {
+        for (row, post) in snapshot.posts.iter().enumerate() {
+            let start = tag_ids.len() as u32;
             for tag in &post.hashtags {
                 let id = match hashtag_ids.get(tag.as_str()) {
                     Some(&id) => id,
@@ -81,25 +86,32 @@ impl PostTables {
                 };
                 tag_ids.push(id);
             }
-            tag_start.push(tag_ids.len() as u32);
+            let next_author = author_ids.len() as u32;
+            meta.push(PostMeta {
+                author: *author_ids
+                    .entry(post.author.as_str())
+                    .or_insert(next_author),
+                lang: lang_of(&post.lang),
+                sponsored: post.kind == PostKind::Sponsored,
+                reported_out: reported_out[row],
+                tags: (start, tag_ids.len() as u32),
+                terms: terms[row],
+            });
         }
 
         let inv_norm =
             (snapshot.metric() == Metric::Dot).then(|| inverse_norms(&snapshot.post_vectors));
         PostTables {
-            author,
-            lang,
-            tag_start,
+            meta,
             tag_ids,
             lang_ids,
             inv_norm,
         }
     }
 
-    /// The hashtag ids of post `row`.
-    pub fn tags(&self, row: u32) -> &[u32] {
-        let row = row as usize;
-        &self.tag_ids[self.tag_start[row] as usize..self.tag_start[row + 1] as usize]
+    /// The hashtag ids of a post.
+    pub fn tags(&self, meta: &PostMeta) -> &[u32] {
+        &self.tag_ids[meta.tags.0 as usize..meta.tags.1 as usize]
     }
 
     /// The language with this code, if any post or user has it (`mixed` always).

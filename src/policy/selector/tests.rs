@@ -166,6 +166,22 @@ impl Case {
     }
 }
 
+/// Posts of `post`'s author on `page`, and appearances there of its hashtags.
+fn repeats_on(page: &[&Post], post: &Post) -> (usize, usize) {
+    let earlier = page.iter().filter(|p| p.author == post.author).count();
+    let repeats = post
+        .tags
+        .iter()
+        .map(|t| {
+            page.iter()
+                .flat_map(|p| &p.tags)
+                .filter(|u| *u == t)
+                .count()
+        })
+        .sum();
+    (earlier, repeats)
+}
+
 /// The selector's rules, re-implemented as plainly as possible: at each position, recount the
 /// page from the posts placed so far and score every remaining candidate from scratch.
 fn reference(case: &Case) -> Arrangement {
@@ -212,17 +228,7 @@ fn reference(case: &Case) -> Arrangement {
             let Some(stage) = case.stage(&page, post) else {
                 continue;
             };
-            let earlier = page.iter().filter(|p| p.author == post.author).count();
-            let repeats: usize = post
-                .tags
-                .iter()
-                .map(|t| {
-                    page.iter()
-                        .flat_map(|p| &p.tags)
-                        .filter(|u| *u == t)
-                        .count()
-                })
-                .sum();
+            let (earlier, repeats) = repeats_on(&page, post);
             let factor = c.author_repeat_decay.powi(earlier as i32)
                 * c.hashtag_repeat_decay.powi(repeats as i32);
             let score = post.score - (1.0 - factor) * post.score.abs();
@@ -238,17 +244,8 @@ fn reference(case: &Case) -> Arrangement {
         let Some((_, score, post)) = chosen else {
             break;
         };
-        let earlier = page.iter().filter(|p| p.author == post.author).count() as u32;
-        let repeats: usize = post
-            .tags
-            .iter()
-            .map(|t| {
-                page.iter()
-                    .flat_map(|p| &p.tags)
-                    .filter(|u| *u == t)
-                    .count()
-            })
-            .sum();
+        let (earlier, repeats) = repeats_on(&page, post);
+        let earlier = earlier as u32;
         let foreign_before = page.iter().filter(|p| case.foreign(p)).count();
         let sponsored_before = page.iter().filter(|p| p.sponsored).count();
         let mut decisions = Decisions::new();
