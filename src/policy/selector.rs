@@ -106,11 +106,6 @@ impl CandidateSet {
         self.spans.push((start, self.tags.len() as u32));
     }
 
-    /// Whether the `i`-th candidate pushed is a reserve.
-    pub fn is_reserve(&self, i: usize) -> bool {
-        self.reserve[i]
-    }
-
     pub fn len(&self) -> usize {
         self.posts.len()
     }
