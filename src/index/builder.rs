@@ -244,14 +244,29 @@ impl Builder<'_> {
             }
         }
 
+        // Every layer's neighbours are chosen before any other node links to the new one: once
+        // linked, it is visible to concurrent insertions, and one that descended through it to
+        // a layer whose list was still empty would link only to it, and lose even that link
+        // when the list was then written, leaving a node no search finds.
+        let mut chosen_per_layer = Vec::with_capacity(level.min(top_level) + 1);
         for layer in (0..=level.min(top_level)).rev() {
             let found = self.search_layer(query, current, layer, scratch);
             current = found[0];
-            let chosen = self.select(&found, self.max_links(layer));
-            self.nodes[p as usize].lock().expect("not poisoned")[layer] =
-                chosen.iter().map(|c| c.position).collect();
-            for c in &chosen {
-                self.link(c.position, p, c.similarity, layer);
+            chosen_per_layer.push((layer, self.select(&found, self.max_links(layer))));
+        }
+        {
+            let mut node = self.nodes[p as usize].lock().expect("not poisoned");
+            for (layer, chosen) in &chosen_per_layer {
+                debug_assert!(
+                    node[*layer].is_empty(),
+                    "node {p} was linked before insertion"
+                );
+                node[*layer] = chosen.iter().map(|c| c.position).collect();
+            }
+        }
+        for (layer, chosen) in &chosen_per_layer {
+            for c in chosen {
+                self.link(c.position, p, c.similarity, *layer);
             }
         }
 
