@@ -9,9 +9,11 @@
 //! pool with the same graph parameters.
 
 mod filter;
+mod offload;
 mod sources;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ndarray::Array2;
@@ -23,6 +25,7 @@ use crate::index::{
 use crate::snapshot::{Metric, Post, PostKind, Snapshot};
 
 pub use filter::{Dropped, UserSignals};
+pub use offload::Offloaded;
 pub use sources::{PostFacts, Source, SourceLists, SourceQuotas, SourceWindows, Sourced, gather};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,7 +125,8 @@ pub const EXACT_AD_POOL: usize = 5_000;
 /// Retrieval by similarity: the organic index, and the ad index beside it.
 pub struct Retriever {
     organic: PoolIndex,
-    ads: PoolIndex,
+    /// Shared with the searches started on the pool ([`Retriever::start_ads`]).
+    ads: Arc<PoolIndex>,
     /// Time spent building the ad index (never stored; see `ad_index`).
     ads_build_time: Duration,
 }
@@ -156,7 +160,7 @@ impl Retriever {
         let ads = ad_index(vectors, pools, metric, kind, params);
         Retriever {
             organic,
-            ads,
+            ads: Arc::new(ads),
             ads_build_time: started.elapsed(),
         }
     }
@@ -188,7 +192,7 @@ impl Retriever {
         );
         Ok(Retriever {
             organic,
-            ads,
+            ads: Arc::new(ads),
             ads_build_time: started.elapsed(),
         })
     }
@@ -224,6 +228,14 @@ impl Retriever {
     /// The `k` ads nearest to `query`, best first.
     pub fn ads(&self, query: &[f32], k: usize) -> Vec<Candidate> {
         search(self.ads.get(), query, k)
+    }
+
+    /// [`Retriever::ads`], started on rayon's pool so that the caller can search the organic
+    /// index meanwhile; see [`Offloaded`].
+    pub fn start_ads(&self, query: &[f32], k: usize) -> Offloaded<Vec<Candidate>> {
+        let ads = Arc::clone(&self.ads);
+        let query = query.to_vec();
+        Offloaded::start(move || search(ads.get(), &query, k))
     }
 }
 

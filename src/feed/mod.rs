@@ -28,13 +28,14 @@ mod tables;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::candidates::{
-    self, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source, SourceLists, SourceQuotas,
-    SourceWindows, Sourced, UserSignals,
+    self, Candidate, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source, SourceLists,
+    SourceQuotas, SourceWindows, Sourced, UserSignals,
 };
 use crate::index::HnswParams;
 use crate::policy::{
@@ -225,6 +226,10 @@ pub struct Model {
     now: i64,
     build_time: Duration,
     index_origin: IndexOrigin,
+    /// Known users' requests being arranged now: the ad search runs beside the organic one
+    /// only while there are fewer than cores, as on a saturated machine the hand-over costs
+    /// throughput and saves no latency.
+    in_flight: AtomicUsize,
 }
 
 /// One item of a page. Borrows the post id from the model: no copies until JSON.
@@ -417,6 +422,7 @@ impl Model {
             now,
             build_time,
             index_origin,
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -606,6 +612,11 @@ impl Model {
     fn gather(&self, user_row: u32, signals: Option<&UserSignals>) -> Vec<Sourced> {
         let query = self.user_query(user_row);
         let personal = self.retriever.similar(query, self.options.candidates);
+        // The retrieved posts' records are scattered over a table of every post: loading them
+        // all at once overlaps the misses that the filters and hydration would take in turn.
+        for c in &personal {
+            self.tables.prefetch(c.row, false);
+        }
         let follows = &self.snapshot.users[user_row as usize].follows;
         let quotas = self.options.source_quotas();
         candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
@@ -661,10 +672,28 @@ impl Model {
             engaged: &engaged,
         };
         let (mut candidates, ads) = match user_row {
-            Some(row) => (
-                self.personal_candidates(row, filters, weights),
-                self.ads(row, &user, filters, weights),
-            ),
+            // The two searches are independent: on an idle core the ads cost no latency. On a
+            // busy pool the caller runs both in turn (rayon's work stealing), so nothing waits.
+            Some(row) => {
+                let in_flight = InFlight::enter(&self.in_flight);
+                let query = self.user_query(row);
+                let ads_wanted = self.ads_wanted(weights);
+                // The ad search runs beside the organic one when a core is likely free.
+                let offloaded = ads_wanted
+                    .filter(|_| in_flight.count < rayon::current_num_threads())
+                    .map(|k| self.retriever.start_ads(query, k));
+                let candidates = self.personal_candidates(row, filters, weights);
+                let found = match (offloaded, ads_wanted) {
+                    (Some(ads), _) => ads.join(),
+                    (None, Some(k)) => self.retriever.ads(query, k),
+                    (None, None) => Vec::new(),
+                };
+                drop(in_flight);
+                (
+                    candidates,
+                    self.hydrate_ads(found, row, &user, filters, weights),
+                )
+            }
             None => (
                 self.popular_candidates(0, POPULAR_PRIMARY, filters, weights),
                 Vec::new(),
@@ -794,7 +823,11 @@ impl Model {
         weights: &Weights,
     ) -> Vec<Hydrated> {
         let similarity = self.similarity_to(user_row);
-        self.gather(user_row, filters)
+        let gathered = self.gather(user_row, filters);
+        for c in &gathered {
+            self.tables.prefetch(c.row, true);
+        }
+        gathered
             .iter()
             .map(|c| {
                 self.hydrate(
@@ -869,13 +902,10 @@ impl Model {
     /// deepest sequence and a few more; `similarity` is their relevance (cosine). An ad in a
     /// language the user neither lists nor engages with is not relevant, however close its
     /// embedding: they could not read it (and it would slip past the page's language cap).
-    fn ads(
-        &self,
-        user_row: u32,
-        user: &UserLanguages<'_>,
-        filters: Option<&UserSignals>,
-        weights: &Weights,
-    ) -> Vec<Hydrated> {
+    /// How many ads a known user's request fetches: enough for every ad slot to `max_depth`,
+    /// and [`AD_MARGIN`] more for the filters to drop. `None` if the policy has no ad slot
+    /// there.
+    fn ads_wanted(&self, weights: &Weights) -> Option<usize> {
         let policy = &weights.policy;
         let depth = self.options.max_depth + 1;
         let slots = if depth > policy.first_ad_position {
@@ -883,13 +913,22 @@ impl Model {
         } else {
             0
         };
-        if slots == 0 {
-            return Vec::new();
-        }
+        (slots > 0).then_some(slots + AD_MARGIN)
+    }
+
+    /// The ads found for a user, without those the filters drop or in a language the user
+    /// does not read, hydrated with their relevance (cosine similarity to the user).
+    fn hydrate_ads(
+        &self,
+        found: Vec<Candidate>,
+        user_row: u32,
+        user: &UserLanguages<'_>,
+        filters: Option<&UserSignals>,
+        weights: &Weights,
+    ) -> Vec<Hydrated> {
         let query = self.user_query(user_row);
         let query_norm = crate::index::dot(query, query).sqrt();
-        self.retriever
-            .ads(query, slots + AD_MARGIN)
+        found
             .into_iter()
             .filter(|c| {
                 !self.excluded(c.row, filters)
@@ -900,6 +939,26 @@ impl Model {
                 self.hydrate(c.row, Source::Ads, Some(relevance), weights)
             })
             .collect()
+    }
+}
+
+/// Counts a request in for as long as it lives.
+struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+    /// Requests in flight, this one included, when it entered.
+    count: usize,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> InFlight<'a> {
+        let count = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        InFlight { counter, count }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

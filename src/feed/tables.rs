@@ -110,6 +110,19 @@ impl PostTables {
     }
 
     /// The hashtag ids of a post.
+    /// Starts loading post `row`'s record, and with `tags` its hashtags (which needs the
+    /// record: call it once the record is in cache).
+    pub fn prefetch(&self, row: u32, tags: bool) {
+        let meta = &self.meta[row as usize];
+        if tags {
+            if let Some(first) = self.tag_ids.get(meta.tags.0 as usize) {
+                crate::index::prefetch(first);
+            }
+        } else {
+            crate::index::prefetch(meta);
+        }
+    }
+
     pub fn tags(&self, meta: &PostMeta) -> &[u32] {
         &self.tag_ids[meta.tags.0 as usize..meta.tags.1 as usize]
     }

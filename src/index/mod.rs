@@ -112,6 +112,21 @@ pub(crate) fn prefetch_row(row: &[f32]) {
     let _ = row;
 }
 
+/// Asks the CPU to start loading the cache line holding the start of `value`: for a batch of
+/// records scattered over a large table, prefetching them all before reading any overlaps the
+/// misses.
+#[inline]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: prefetching is a hint that cannot fault; the address is that of `value`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast()) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
 /// Inner product: the one kernel both indexes and every distance evaluation in the graph use.
 #[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
