@@ -1,8 +1,9 @@
 //! Whole feed requests in-process at 100,000 posts (candidate sources with HNSW retrieval,
 //! hydration and scoring, ads, the selector, page assembly and JSON encoding), for known users
 //! (first page, and the last page a cursor reaches, which arranges the whole `max_depth`) and
-//! for users the snapshot does not know, next to the retrieval stage alone for the same users,
-//! and the policy stage alone.
+//! for users the snapshot does not know and for newcomers known only by the hashtags they
+//! picked, next to the retrieval stage alone for the same users, and the policy stage alone;
+//! and hashtag recommendations for a newcomer and for a known user.
 //!
 //! Besides criterion's estimates, prints p50/p90/p99 over individually timed requests, since
 //! a feed's latency budget is about its tail.
@@ -18,10 +19,11 @@ use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use feedrank::demo::{self, DemoConfig};
-use feedrank::feed::{FeedOptions, FeedRequest, Model};
+use feedrank::feed::{DEFAULT_HASHTAG_LIMIT, FeedOptions, FeedRequest, Model, RequestContext};
 use feedrank::policy::{
     self, AdCandidate, CandidateSet, Lang, OrganicCandidate, PolicyConfig, Scored, UserLanguages,
 };
+use feedrank::profiles::{Profile, ProfileInput};
 
 // The allocator the service runs with.
 #[global_allocator]
@@ -148,10 +150,50 @@ fn bench_feed(c: &mut Criterion) {
         "{posts} posts: whole request / retrieval alone, medians: {:.2}",
         whole_median / alone_median
     );
+    // Newcomers who onboarded with the hashtags a snapshot user follows (those who follow any).
+    let profiles: Vec<Profile> = model
+        .snapshot()
+        .users
+        .iter()
+        .filter(|u| !u.follows.is_empty())
+        .take(200)
+        .map(|u| {
+            Profile::from_input(ProfileInput {
+                langs: vec!["en".into()],
+                follows: u.follows.clone(),
+            })
+            .expect("profile")
+        })
+        .collect();
+    let serve_onboarded = |i: usize| {
+        let request = FeedRequest {
+            user_id: "onboarded",
+            limit: 20,
+            cursor: None,
+        };
+        let context = RequestContext {
+            profile: Some(&profiles[i % profiles.len()]),
+            ..RequestContext::default()
+        };
+        let page = model.feed_with(&request, context).expect("feed");
+        serde_json::to_vec(&page).expect("json")
+    };
+    let hashtags_for = |user: &str, lang: &str| {
+        let page = model
+            .recommend_hashtags(user, None, Some(lang), DEFAULT_HASHTAG_LIMIT)
+            .expect("hashtags");
+        serde_json::to_vec(&page).expect("json")
+    };
     for (label, kind) in [
         ("whole feed request, unknown user", 2),
         ("whole feed request, known user, last page of 100", 3),
         ("ad retrieval alone, known user", 4),
+        (
+            "whole feed request, onboarded newcomer (picked hashtags)",
+            5,
+        ),
+        ("10 hashtags for a newcomer (en)", 6),
+        ("10 hashtags for a known user", 7),
     ] {
         if kind == 3 && deep.is_empty() {
             continue;
@@ -162,6 +204,9 @@ fn bench_feed(c: &mut Criterion) {
             match kind {
                 2 => drop(black_box(serve(&format!("new_{i}")))),
                 4 => drop(black_box(retrieve_ads(&users[i % users.len()]))),
+                5 => drop(black_box(serve_onboarded(i))),
+                6 => drop(black_box(hashtags_for(&format!("new_{i}"), "en"))),
+                7 => drop(black_box(hashtags_for(&users[i % users.len()], "en"))),
                 _ => {
                     let (user, cursor) = &deep[i % deep.len()];
                     drop(black_box(serve_page(user, 100, Some(cursor))))
@@ -184,6 +229,16 @@ fn bench_feed(c: &mut Criterion) {
     });
     group.bench_function("unknown_user", |b| {
         b.iter(|| black_box(serve("someone_new")))
+    });
+    let mut i = 0;
+    group.bench_function("onboarded_user", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(serve_onboarded(i))
+        })
+    });
+    group.bench_function("hashtags_newcomer", |b| {
+        b.iter(|| black_box(hashtags_for("someone_new", "en")))
     });
     let mut i = 0;
     group.bench_function("retrieval_alone", |b| {

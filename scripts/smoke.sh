@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the README's run command: start `cargo run --release -- serve` on the bundled
-# demo world, wait until ready, check a demo user's feed, an unknown user's feed and an error,
+# demo world, wait until ready, check a demo user's feed, an unknown user's feed, a newcomer's
+# hashtags and onboarding, and an error,
 # report resident memory, stop with SIGTERM and expect a clean exit.
 # Usage: scripts/smoke.sh            (port from FEEDRANK_ADDR, default 127.0.0.1:18080)
 set -euo pipefail
@@ -40,6 +41,19 @@ print(f"  {sys.argv[1]}: 20 distinct posts from {version}, first {ids[:3]}")
 }
 demo_user=$(head -n 1 models/demo/users.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 check_page "$demo_user"
+check_page "brand_new_visitor"
+curl -sf "$base/v1/users/brand_new_visitor/hashtags?lang=en" | python3 -c '
+import json, sys
+page = json.load(sys.stdin)
+tags = [h["tag"] for h in page["hashtags"]]
+reasons = sorted({h["reason"] for h in page["hashtags"]})
+assert len(tags) == 10 and len(set(tags)) == 10, page
+print(f"  newcomer hashtags: {tags[:4]}, reasons {reasons}")
+'
+code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: application/json' \
+  -d '{"langs": ["en"], "follows": ["cats", "food"]}' "$base/v1/users/brand_new_visitor")
+[ "$code" = 201 ] || { echo "onboarding answered $code, expected 201"; exit 1; }
+echo "  onboarding PUT -> 201"
 check_page "brand_new_visitor"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/$demo_user/feed?limit=0")
 [ "$code" = 400 ] || { echo "limit=0 answered $code, expected 400"; exit 1; }

@@ -1,4 +1,5 @@
-//! The `feedrank` command line: `serve`, `snapshot check`, `snapshot index`, `demo`, `bench ann`.
+//! The `feedrank` command line: `serve`, `snapshot check`, `snapshot index`, `demo`, `bench ann`,
+//! `eval hashtags`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use crate::candidates::{IndexKind, Pools, Retriever};
 use crate::config::{LogFormat, ServeConfig};
 use crate::demo::{self, DemoConfig};
 use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
+use crate::eval::hashtags as hashtag_eval;
 use crate::feed::{FeedError, FeedOptions, Model, Weights};
 use crate::snapshot::{self, Issue, Metric, Snapshot, Summary, files, thousands};
 
@@ -42,6 +44,37 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Measure recommendations on held-out data.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// hit@k and MRR@k of hashtag recommendations (popularity, cold, warm, history) on the
+    /// posts of a held-out split; exits 1 if an input is missing or malformed.
+    Hashtags(HashtagEvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HashtagEvalArgs {
+    /// Snapshot of the training split.
+    #[arg(long)]
+    snapshot: PathBuf,
+    /// Held-out posts, one per line: text<TAB>user_id<TAB>tag<TAB>tag...
+    #[arg(long)]
+    valid: PathBuf,
+    /// Hashtags recommended per user.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// TOML config file (as for `serve`): its [feed] options, [feed.hashtags] above all.
+    #[arg(long, env = "FEEDRANK_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the report as one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +205,51 @@ pub fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Ann(args),
         } => bench_ann(args),
+        Command::Eval {
+            command: EvalCommand::Hashtags(args),
+        } => eval_hashtags(args),
+    }
+}
+
+fn eval_hashtags(args: HashtagEvalArgs) -> ExitCode {
+    let Some(options) = feed_options(args.config.as_deref()) else {
+        return ExitCode::FAILURE;
+    };
+    let held_out = match hashtag_eval::validate_k(args.k)
+        .and_then(|()| hashtag_eval::read_held_out(&args.valid))
+    {
+        Ok(held_out) => held_out,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let model = match Model::load(&args.snapshot, options) {
+        Ok(model) => model,
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.snapshot.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match hashtag_eval::run(&model, &held_out, args.k) {
+        Ok(report) if args.json => match serde_json::to_string(&report) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot encode the report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -444,7 +522,10 @@ async fn run_service(config: ServeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = AppState::new(Duration::from_millis(config.request_timeout_ms));
+    let state = AppState::with_profile_capacity(
+        Duration::from_millis(config.request_timeout_ms),
+        config.max_profiles,
+    );
     let dir = config.snapshot_dir();
     tracing::info!(addr = %config.addr, snapshot = %dir.display(), "listening; loading snapshot");
 

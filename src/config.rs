@@ -6,6 +6,7 @@
 //! snapshot = "models/demo"
 //! request_timeout_ms = 1000
 //! log_format = "text"        # or "json"
+//! max_profiles = 1000000     # onboarded users held (PUT /v1/users/{id})
 //!
 //! [feed]
 //! index = "hnsw"             # or "hnsw_rs" (reference graph builder), "exact"
@@ -20,6 +21,21 @@
 //! fresh_window_hours = 24
 //! fresh_max_views = 200
 //! max_depth = 500
+//!
+//! [feed.hashtags]            # hashtag recommendations (see `hashtags::HashtagOptions`)
+//! velocity_window_hours = 72
+//! velocity_share = 0.7
+//! trending_weight = 0.45
+//! value_weight = 0.25
+//! bridge_weight = 0.3
+//! affinity_weight = 1.0
+//! diversity_weight = 0.3
+//! near_duplicate = 0.9
+//! bridge_slots = 2           # places of a page kept for tags shared across languages
+//! min_bridge = 0.5
+//! min_posts = 3
+//! max_paid_share = 0.5
+//! max_reported_share = 0.2
 //! ```
 
 use std::net::SocketAddr;
@@ -62,6 +78,8 @@ pub struct ServeConfig {
     /// Requests running longer than this answer 503 `timeout`.
     pub request_timeout_ms: u64,
     pub log_format: LogFormat,
+    /// Most onboarded users' profiles held; past it, new users' `PUT`s are refused.
+    pub max_profiles: usize,
     pub feed: FeedOptions,
 }
 
@@ -72,6 +90,7 @@ impl Default for ServeConfig {
             snapshot: None,
             request_timeout_ms: 1000,
             log_format: LogFormat::Text,
+            max_profiles: 1_000_000,
             feed: FeedOptions::default(),
         }
     }
@@ -99,6 +118,9 @@ impl ServeConfig {
         };
         if self.request_timeout_ms == 0 {
             return invalid("request_timeout_ms", "must be at least 1");
+        }
+        if self.max_profiles == 0 {
+            return invalid("max_profiles", "must be at least 1");
         }
         let f = &self.feed;
         if f.candidates == 0 || f.candidates > 10_000 {
@@ -131,6 +153,12 @@ impl ServeConfig {
                 "must be at least 1",
             );
         }
+        f.hashtags
+            .validate()
+            .map_err(|message| ConfigError::Invalid {
+                field: "feed",
+                message,
+            })?;
         Ok(())
     }
 

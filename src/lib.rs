@@ -2,8 +2,10 @@
 //! with value-first, low-ad scoring.
 //!
 //! Modules follow the data, and each depends only on those before it:
-//! `snapshot` → `index` → `candidates` → `scoring` → `policy` → `feed` → `api`.
-//! `demo` writes snapshots; `eval` measures `index`; `config` and `cli` sit on top. See `ARCHITECTURE.md`.
+//! `snapshot` → `index` → `candidates` → `scoring` → `hashtags` → `policy` → `feed` → `api`,
+//! with `profiles` (onboarding input) beside them, between `snapshot` and `feed`.
+//! `demo` writes snapshots; `eval` measures `index` and the feed's recommendations; `config`
+//! and `cli` sit on top. See `ARCHITECTURE.md`.
 
 pub mod api;
 pub mod candidates;
@@ -12,7 +14,9 @@ pub mod config;
 pub mod demo;
 pub mod eval;
 pub mod feed;
+pub mod hashtags;
 pub mod index;
 pub mod policy;
+pub mod profiles;
 pub mod scoring;
 pub mod snapshot;

@@ -14,7 +14,10 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 use feedrank::api::{self, AppState};
-use feedrank::candidates::{IndexKind, Source};
+
+mod common;
+use common::{Server, get, post_ids as ids, raw_http};
+use feedrank::candidates::Source;
 use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{FeedOptions, Model};
 use feedrank::scoring;
@@ -37,13 +40,7 @@ fn small_world() -> &'static Snapshot {
 fn exact_model() -> Arc<Model> {
     static MODEL: OnceLock<Arc<Model>> = OnceLock::new();
     MODEL
-        .get_or_init(|| {
-            let options = FeedOptions {
-                index: IndexKind::Exact,
-                ..FeedOptions::default()
-            };
-            Arc::new(Model::build(small_world().clone(), options).unwrap())
-        })
+        .get_or_init(|| Arc::new(common::exact_model(small_world())))
         .clone()
 }
 
@@ -51,28 +48,6 @@ fn app() -> axum::Router {
     let state = AppState::new(Duration::from_secs(5));
     state.serve_model(exact_model());
     api::router(state)
-}
-
-async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|e| panic!("{uri}: body is not JSON ({e}): {bytes:?}"));
-    (status, json)
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["post_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn known_user() -> String {
@@ -547,24 +522,8 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(body["code"], "method_not_allowed");
 }
 
-/// A plain HTTP/1.1 exchange over TCP: no client library between us and the server.
-async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap())
-}
-
 #[tokio::test]
 async fn serves_over_a_real_socket_and_shuts_down_gracefully() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let state = AppState::new(Duration::from_secs(5));
     let options = FeedOptions {
         candidates: 100,
@@ -574,28 +533,22 @@ async fn serves_over_a_real_socket_and_shuts_down_gracefully() {
     state.serve_model(Arc::new(
         Model::build(small_world().clone(), options).unwrap(),
     ));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = Server::start(state).await;
+    let addr = server.addr;
 
-    let (status, _) = raw_get(addr, "/readyz").await;
+    let (status, _) = raw_http(addr, "GET", "/readyz", "").await;
     assert_eq!(status, 200);
-    let (status, page) = raw_get(addr, &format!("/v1/users/{}/feed", known_user())).await;
+    let (status, page) =
+        raw_http(addr, "GET", &format!("/v1/users/{}/feed", known_user()), "").await;
     assert_eq!(status, 200);
     assert_eq!(ids(&page).iter().collect::<HashSet<_>>().len(), 20);
-    let (status, body) = raw_get(addr, "/v1/users/x/feed?limit=500").await;
+    let (status, body) = raw_http(addr, "GET", "/v1/users/x/feed?limit=500", "").await;
     assert_eq!(
         (status, body["code"].as_str()),
         (400, Some("invalid_limit"))
     );
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    server.stop().await;
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed"

@@ -1,4 +1,5 @@
-//! The `feedrank` binary: `demo`, `snapshot check`, `snapshot index`, and the bundled demo world.
+//! The `feedrank` binary: `demo`, `snapshot check`, `snapshot index`, `bench ann`, `eval hashtags`,
+//! and the bundled demo world.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -636,4 +637,158 @@ fn bench_ann_rejects_inputs_that_do_not_fit_naming_the_file() {
     // Float vectors given as the truth: the dtype is named.
     let float_truth = ["base.npy", "queries.npy", "base.npy"];
     expect_rejected(d, float_truth, "10", "base.npy", "int32");
+}
+
+/// Mean hit@k and MRR@k of fixed ranked lists per user over held-out `(user, tags)` lines,
+/// computed the long way.
+fn naive_metrics(
+    lines: &[(String, Vec<String>)],
+    ranked: impl Fn(&str) -> Vec<String>,
+    k: usize,
+) -> (f64, f64) {
+    let (mut hits, mut rr) = (0.0, 0.0);
+    for (user, tags) in lines {
+        let list = ranked(user);
+        for (rank, tag) in list.iter().take(k).enumerate() {
+            if tags.contains(tag) {
+                hits += 1.0;
+                rr += 1.0 / (rank + 1) as f64;
+                break;
+            }
+        }
+    }
+    (hits / lines.len() as f64, rr / lines.len() as f64)
+}
+
+/// Tags by count, most first, ties by name.
+fn by_count(counts: &std::collections::HashMap<String, usize>) -> Vec<String> {
+    let mut tags: Vec<(&String, &usize)> = counts.iter().collect();
+    tags.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    tags.into_iter().map(|(t, _)| t.clone()).collect()
+}
+
+fn eval_hashtags(snap: &Path, held_out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "eval",
+        "hashtags",
+        "--snapshot",
+        snap.to_str().unwrap(),
+        "--valid",
+        held_out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    feedrank(&args)
+}
+
+#[test]
+fn eval_hashtags_scores_popularity_and_history_as_computed_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap");
+    small_demo(&snap, "5");
+    let snapshot = snapshot::load(&snap).unwrap();
+
+    // Held-out lines: snapshot users with the tags they follow, and authors with the tags of
+    // one of their posts; plus lines the evaluation must skip or normalise.
+    let mut lines: Vec<(String, Vec<String>)> = Vec::new();
+    for user in snapshot
+        .users
+        .iter()
+        .filter(|u| !u.follows.is_empty())
+        .take(30)
+    {
+        lines.push((user.id.clone(), user.follows.clone()));
+    }
+    for post in snapshot
+        .posts
+        .iter()
+        .filter(|p| !p.hashtags.is_empty())
+        .step_by(50)
+    {
+        lines.push((post.author.clone(), post.hashtags.clone()));
+    }
+    let mut file = String::new();
+    for (user, tags) in &lines {
+        let shown: Vec<String> = tags
+            .iter()
+            .map(|t| format!("#{}", t.to_uppercase()))
+            .collect();
+        file.push_str(&format!("some text\t{user}\t{}\n", shown.join("\t")));
+    }
+    file.push_str("no usable tag\tu_0001\t \n");
+    let held_out = dir.path().join("valid.csv");
+    std::fs::write(&held_out, file).unwrap();
+    let lines: Vec<(String, Vec<String>)> = lines
+        .into_iter()
+        .map(|(u, tags)| {
+            (
+                u,
+                tags.iter()
+                    .map(|t| snapshot::normalise_hashtag(&t.to_uppercase()))
+                    .collect(),
+            )
+        })
+        .collect();
+
+    let out = eval_hashtags(&snap, &held_out, &["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["posts"], lines.len());
+    assert_eq!(report["skipped"], 1);
+    assert_eq!(report["k"], 10);
+
+    let mut popular: std::collections::HashMap<String, usize> = Default::default();
+    let mut own: std::collections::HashMap<&str, std::collections::HashMap<String, usize>> =
+        Default::default();
+    for post in &snapshot.posts {
+        for tag in &post.hashtags {
+            *popular.entry(tag.clone()).or_default() += 1;
+            *own.entry(&post.author)
+                .or_default()
+                .entry(tag.clone())
+                .or_default() += 1;
+        }
+    }
+    let popularity = by_count(&popular);
+    let history = |user: &str| {
+        let mut list: Vec<String> = own.get(user).map(by_count).unwrap_or_default();
+        list.truncate(10);
+        list.extend(
+            popularity
+                .iter()
+                .filter(|t| !list.contains(t))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        list
+    };
+    let close = |got: &serde_json::Value, want: (f64, f64)| {
+        let (hit, mrr) = (got["hit"].as_f64().unwrap(), got["mrr"].as_f64().unwrap());
+        (hit - want.0).abs() < 1e-9 && (mrr - want.1).abs() < 1e-9
+    };
+    let want = naive_metrics(&lines, |_| popularity.clone(), 10);
+    assert!(
+        close(&report["popularity"], want),
+        "{} vs {want:?}",
+        report["popularity"]
+    );
+    let want = naive_metrics(&lines, history, 10);
+    assert!(
+        close(&report["history"], want),
+        "{} vs {want:?}",
+        report["history"]
+    );
+    for method in ["cold", "warm"] {
+        let hit = report[method]["hit"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&hit), "{method}: {hit}");
+    }
+
+    // A malformed line is named, and the exit status says so.
+    std::fs::write(&held_out, "fine\tu_0001\tcats\nno tab at all\n").unwrap();
+    let out = eval_hashtags(&snap, &held_out, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("valid.csv") && err.contains("line 2"), "{err}");
+    let out = eval_hashtags(&snap, &held_out, &["--k", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("k: must be from 1 to 50"));
 }

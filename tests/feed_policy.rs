@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
+mod common;
+use common::cosine;
+
 use feedrank::candidates::{IndexKind, UserSignals};
 use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{
@@ -75,17 +78,6 @@ fn row_of(id: &str) -> usize {
             .map(|(row, p)| (p.id.clone(), row))
             .collect()
     })[id]
-}
-
-/// Cosine of two raw vectors, in f64.
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(*x) * f64::from(*y))
-        .sum();
-    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-    dot / (norm(a) * norm(b))
 }
 
 fn post_vector(snapshot: &Snapshot, row: usize) -> Vec<f32> {
@@ -591,6 +583,7 @@ proptest! {
             signals: Some(&signals),
             weights: Some(&weights),
             explain: true,
+            ..RequestContext::default()
         };
         let pages = follow(model, &user_id, &limits, depth, context);
 

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::feed::FeedError;
+use crate::profiles::ProfileError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -18,6 +19,15 @@ pub enum ApiError {
     InvalidQuery(String),
     #[error("{0}")]
     InvalidPath(String),
+    /// A request body that is not the JSON the route takes (the message names the field).
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("the request body is larger than the {0}-byte limit")]
+    PayloadTooLarge(usize),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error("no user {0:?}: neither the model nor an onboarding knows them")]
+    UnknownUser(String),
     #[error("no snapshot is loaded yet; retry shortly")]
     NotReady,
     #[error("no route for {0}")]
@@ -48,12 +58,29 @@ impl ApiError {
             ApiError::Feed(FeedError::InvalidWeights(_)) => {
                 ("invalid_weights", StatusCode::BAD_REQUEST)
             }
+            ApiError::Feed(FeedError::InvalidHashtagLimit(_)) => {
+                ("invalid_limit", StatusCode::BAD_REQUEST)
+            }
+            ApiError::Feed(FeedError::InvalidLang(_)) => ("invalid_lang", StatusCode::BAD_REQUEST),
             // A model that fails to load never reaches a request; if one ever did, it is ours.
             ApiError::Feed(
-                FeedError::Snapshot(_) | FeedError::Scoring(_) | FeedError::Policy(_),
+                FeedError::Snapshot(_)
+                | FeedError::Scoring(_)
+                | FeedError::Policy(_)
+                | FeedError::InvalidOptions(_),
             ) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::InvalidQuery(_) => ("invalid_query", StatusCode::BAD_REQUEST),
             ApiError::InvalidPath(_) => ("invalid_path", StatusCode::BAD_REQUEST),
+            ApiError::InvalidBody(_) => ("invalid_body", StatusCode::BAD_REQUEST),
+            ApiError::PayloadTooLarge(_) => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::Profile(e @ ProfileError::Invalid { .. }) => match e.field() {
+                Some("langs") => ("invalid_langs", StatusCode::BAD_REQUEST),
+                _ => ("invalid_follows", StatusCode::BAD_REQUEST),
+            },
+            ApiError::Profile(ProfileError::Full { .. }) => {
+                ("profiles_full", StatusCode::SERVICE_UNAVAILABLE)
+            }
+            ApiError::UnknownUser(_) => ("unknown_user", StatusCode::NOT_FOUND),
             ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),

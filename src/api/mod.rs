@@ -4,6 +4,9 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /v1/users/{user_id}/feed?limit=20&cursor=...&weights=...&explain=true` | a page of ranked post ids |
+//! | `GET /v1/users/{user_id}/hashtags?limit=10&lang=en` | hashtags to recommend, with reasons |
+//! | `PUT /v1/users/{user_id}` | onboard or update a user: languages and picked hashtags |
+//! | `GET /v1/users/{user_id}` | what the service knows of a user |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
 
@@ -13,9 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::Method;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,20 +30,41 @@ use tracing::Level;
 
 pub use error::ApiError;
 
-use crate::feed::{DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext};
+use crate::feed::{
+    DEFAULT_HASHTAG_LIMIT, DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext,
+};
+use crate::profiles::{Profile, ProfileInput, Profiles, Stored};
 
-/// What the handlers share: the model being served (none until the first load finishes).
+/// Largest `PUT /v1/users/{id}` body: 50 hashtags of 128 bytes fit with room to spare.
+pub const PROFILE_BODY_LIMIT: usize = 16 * 1024;
+
+/// Onboarded users held when no capacity is configured.
+pub const DEFAULT_PROFILE_CAPACITY: usize = 1_000_000;
+
+/// What the handlers share: the model being served (none until the first load finishes) and
+/// the onboarded users' profiles (which outlive any model).
 pub struct AppState {
     model: ArcSwapOption<Model>,
+    profiles: Profiles,
     request_timeout: Duration,
 }
 
 impl AppState {
     pub fn new(request_timeout: Duration) -> Arc<AppState> {
+        AppState::with_profile_capacity(request_timeout, DEFAULT_PROFILE_CAPACITY)
+    }
+
+    /// With room for `capacity` onboarded users.
+    pub fn with_profile_capacity(request_timeout: Duration, capacity: usize) -> Arc<AppState> {
         Arc::new(AppState {
             model: ArcSwapOption::empty(),
+            profiles: Profiles::new(capacity),
             request_timeout,
         })
+    }
+
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
     }
 
     /// Starts serving `model`. Requests already running finish on the model they started with.
@@ -56,6 +81,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.request_timeout;
     Router::new()
         .route("/v1/users/{user_id}/feed", get(feed))
+        .route("/v1/users/{user_id}/hashtags", get(hashtags))
+        .route(
+            "/v1/users/{user_id}",
+            get(get_user)
+                .put(put_user)
+                .layer(DefaultBodyLimit::max(PROFILE_BODY_LIMIT)),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -130,13 +162,148 @@ async fn feed(
         None => None,
         Some(text) => Some(model.request_weights(text)?),
     };
+    let profile = state.profiles.get(&user_id);
     let context = RequestContext {
         signals: None,
         weights: weights.as_ref(),
         explain,
+        profile: profile.as_deref(),
     };
     let page = model.feed_with(&request, context)?;
     Ok(Json(page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct HashtagsQuery {
+    limit: Option<String>,
+    lang: Option<String>,
+}
+
+async fn hashtags(
+    State(state): State<Arc<AppState>>,
+    user_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<HashtagsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => DEFAULT_HASHTAG_LIMIT,
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|_| FeedError::InvalidHashtagLimit(format!("{raw:?}")))?,
+    };
+    let model = state.model().ok_or(ApiError::NotReady)?;
+    let profile = state.profiles.get(&user_id);
+    let page =
+        model.recommend_hashtags(&user_id, profile.as_deref(), query.lang.as_deref(), limit)?;
+    Ok(Json(page).into_response())
+}
+
+/// What the service knows of a user: `GET` answers it, `PUT` answers it after the update.
+#[derive(Debug, Serialize)]
+struct UserView {
+    user_id: String,
+    langs: Vec<String>,
+    follows: Vec<String>,
+    /// Onboarded through `PUT` (the profile's lists replace the snapshot's).
+    onboarded: bool,
+    /// The serving model has an embedding for this user; `null` before a model is loaded.
+    in_model: Option<bool>,
+    /// Followed hashtags the serving model has no organic posts under (kept: posts may come).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unknown_hashtags: Option<Vec<String>>,
+}
+
+impl UserView {
+    fn of(user_id: &str, profile: &Profile, model: Option<&Model>) -> UserView {
+        UserView {
+            user_id: user_id.to_string(),
+            langs: profile.langs.clone(),
+            follows: profile.follows.clone(),
+            onboarded: true,
+            in_model: model.map(|m| m.knows_user(user_id)),
+            unknown_hashtags: model.map(|m| {
+                profile
+                    .follows
+                    .iter()
+                    .filter(|tag| m.hashtags().organic_posts(tag) == 0)
+                    .cloned()
+                    .collect()
+            }),
+        }
+    }
+}
+
+fn validated_user_id(user_id: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    if user_id.is_empty() || user_id.len() > crate::snapshot::MAX_ID_BYTES {
+        return Err(FeedError::InvalidUserId(user_id.len()).into());
+    }
+    Ok(user_id)
+}
+
+async fn put_user(
+    State(state): State<Arc<AppState>>,
+    user_id: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = validated_user_id(user_id)?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(PROFILE_BODY_LIMIT)
+        } else {
+            ApiError::InvalidBody(e.body_text())
+        }
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let input: ProfileInput =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| body_error(&e))?;
+    let profile = Profile::from_input(input)?;
+    let model = state.model();
+    let view = UserView::of(&user_id, &profile, model.as_deref());
+    let status = match state.profiles.put(&user_id, profile)? {
+        Stored::Created => StatusCode::CREATED,
+        Stored::Updated => StatusCode::OK,
+    };
+    tracing::info!(user_id, status = status.as_u16(), "user profile stored");
+    Ok((status, Json(view)).into_response())
+}
+
+/// A body that is not a profile, with the path of the field at fault.
+fn body_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.inner();
+    if path == "." || path.is_empty() {
+        ApiError::InvalidBody(format!(
+            "body: {inner} (expected {{\"langs\": [\"en\"], \"follows\": [\"cats\"]}})"
+        ))
+    } else {
+        ApiError::InvalidBody(format!("{path}: {inner}"))
+    }
+}
+
+async fn get_user(
+    State(state): State<Arc<AppState>>,
+    user_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let user_id = validated_user_id(user_id)?;
+    let model = state.model();
+    if let Some(profile) = state.profiles.get(&user_id) {
+        return Ok(Json(UserView::of(&user_id, &profile, model.as_deref())).into_response());
+    }
+    let model = model.ok_or(ApiError::NotReady)?;
+    let user = model
+        .snapshot_user(&user_id)
+        .ok_or_else(|| ApiError::UnknownUser(user_id.clone()))?;
+    Ok(Json(UserView {
+        user_id: user_id.clone(),
+        langs: user.langs.clone(),
+        follows: user.follows.clone(),
+        onboarded: false,
+        in_model: Some(true),
+        unknown_hashtags: None,
+    })
+    .into_response())
 }
 
 #[derive(Serialize)]

@@ -1,8 +1,10 @@
-//! Measuring the index: recall and per-query latency of each search engine against a ground
-//! truth computed elsewhere (`feedrank bench ann`, and `scripts/bench_peers.py`, which runs the
-//! same vectors through other libraries).
+//! Measuring the engine offline: recall and per-query latency of each search engine against a
+//! ground truth computed elsewhere (`feedrank bench ann`, and `scripts/bench_peers.py`, which
+//! runs the same vectors through other libraries), and the hashtag recommender against held-out
+//! real data (`feedrank eval hashtags`).
 
 pub mod ann;
+pub mod hashtags;
 
 use std::path::Path;
 

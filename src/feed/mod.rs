@@ -25,7 +25,9 @@
 mod cursor;
 mod explain;
 mod tables;
+mod viewer;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,20 +39,27 @@ use crate::candidates::{
     self, Candidate, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source, SourceLists,
     SourceQuotas, SourceWindows, Sourced, UserSignals,
 };
+use crate::hashtags::{HashtagOptions, HashtagPick, HashtagQuery, Hashtags};
 use crate::index::HnswParams;
 use crate::policy::{
     self, AdCandidate, Arrangement, CandidateSet, Lang, OrganicCandidate, PolicyConfig,
     PolicyError, Scored, UserLanguages,
 };
+use crate::profiles::Profile;
 use crate::scoring::{self, PostTerms, ScoringConfig, ScoringError};
 use crate::snapshot::{self, MAX_ID_BYTES, PostKind, Snapshot, SnapshotError, files};
 
 pub use explain::{AdConsidered, Explanation, Penalties};
 use tables::{PostMeta, PostTables};
+use viewer::Viewer;
 
 /// Page sizes a request may ask for.
 pub const LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=100;
 pub const DEFAULT_LIMIT: usize = 20;
+
+/// Hashtags a recommendation may ask for.
+pub const HASHTAG_LIMIT_RANGE: std::ops::RangeInclusive<usize> = 1..=50;
+pub const DEFAULT_HASHTAG_LIMIT: usize = 10;
 
 /// Organic candidates beyond the depth arranged: room for the ones the selector's hard rules
 /// (the sponsored cap, near-duplicates) pass over.
@@ -78,6 +87,14 @@ pub enum FeedError {
     InvalidUserId(usize),
     #[error("weights: {0}")]
     InvalidWeights(ScoringError),
+    #[error("limit must be an integer from {min} to {max}, got {0}", min = HASHTAG_LIMIT_RANGE.start(), max = HASHTAG_LIMIT_RANGE.end())]
+    InvalidHashtagLimit(String),
+    #[error(
+        "lang must be a language code such as en or zh (2-3 letters, then optional -subtags), got {0:?}"
+    )]
+    InvalidLang(String),
+    #[error("{0}")]
+    InvalidOptions(String),
     /// The selector refused the candidates the pipeline built: a bug, not a bad request.
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
@@ -128,7 +145,7 @@ impl Weights {
 }
 
 /// How a model is indexed and how deep its feeds go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedOptions {
     pub index: IndexKind,
@@ -152,6 +169,8 @@ pub struct FeedOptions {
     pub fresh_max_views: u64,
     /// How many posts a feed can page through before `next_cursor` is null.
     pub max_depth: usize,
+    /// How hashtags are recommended (`[feed.hashtags]`).
+    pub hashtags: HashtagOptions,
 }
 
 impl Default for FeedOptions {
@@ -172,6 +191,7 @@ impl Default for FeedOptions {
             fresh_window_hours: 24,
             fresh_max_views: 200,
             max_depth: 500,
+            hashtags: HashtagOptions::default(),
         }
     }
 }
@@ -218,6 +238,8 @@ pub struct Model {
     user_rows: HashMap<String, u32>,
     /// Per post: dense ids, scoring terms, flags (`tables.rs`).
     tables: PostTables,
+    /// Hashtag statistics and vectors, for recommendations and newcomers' interests.
+    hashtags: Hashtags,
     /// The non-personal candidate sources, best first.
     source_lists: SourceLists,
     /// The non-personal feed: good recent organic posts, languages interleaved.
@@ -256,6 +278,18 @@ pub struct FeedPage<'m> {
     pub ads_considered: Option<Vec<AdConsidered<'m>>>,
 }
 
+/// Hashtags recommended to one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HashtagPage<'m> {
+    pub model_version: &'m str,
+    /// The language whose community's activity counted and whose display forms are given;
+    /// `None` when neither the request nor the user names one.
+    pub lang: Option<String>,
+    /// Affinity to the user's interests was blended in.
+    pub personal: bool,
+    pub hashtags: Vec<HashtagPick<'m>>,
+}
+
 /// What a request may add to the model's defaults.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestContext<'a> {
@@ -268,6 +302,10 @@ pub struct RequestContext<'a> {
     pub weights: Option<&'a Weights>,
     /// Explain every item and the page's ads.
     pub explain: bool,
+    /// What the user said when onboarding (languages, picked hashtags): it replaces the
+    /// snapshot's lists, and for a user the snapshot does not know, the picked hashtags make
+    /// the feed personal.
+    pub profile: Option<&'a Profile>,
 }
 
 /// A feed request, as validated plain data.
@@ -302,6 +340,9 @@ pub struct ArrangedFeed {
     pub arrangement: Arrangement,
     /// Every candidate (organic, reserves if the sequence needed them, and ads).
     pub candidates: Vec<Hydrated>,
+    /// Arranged for a viewer with interests (candidates compete on their blend), not from
+    /// the non-personal ranking.
+    pub personal: bool,
 }
 
 impl ArrangedFeed {
@@ -344,6 +385,10 @@ impl Model {
         stored_index: Option<&Path>,
     ) -> Result<Model, FeedError> {
         let started = Instant::now();
+        options
+            .hashtags
+            .validate()
+            .map_err(FeedError::InvalidOptions)?;
         let weights = Weights::default().overridden(&snapshot.manifest.scoring)?;
         let scoring = &weights.scoring;
         let pools = Pools::of(&snapshot.posts);
@@ -396,6 +441,7 @@ impl Model {
             .map(|(row, u)| (u.id.clone(), row as u32))
             .collect();
         let tables = PostTables::build(&snapshot, &terms, &reported_out);
+        let hashtags = Hashtags::build(&snapshot, scoring, now, options.hashtags);
         drop(terms);
         drop(reported_out);
         let build_time = started.elapsed();
@@ -407,6 +453,8 @@ impl Model {
             organic_posts = retriever.organic_len(),
             ads = retriever.ads_len(),
             ads_index_ms = retriever.ads_build_time().as_millis() as u64,
+            hashtags = hashtags.len(),
+            hashtags_recommendable = hashtags.eligible(),
             elapsed_ms = build_time.as_millis() as u64,
             "model indexed"
         );
@@ -417,6 +465,7 @@ impl Model {
             retriever,
             user_rows,
             tables,
+            hashtags,
             source_lists,
             popular,
             now,
@@ -485,10 +534,84 @@ impl Model {
         self.user_rows.contains_key(user_id)
     }
 
+    /// The snapshot's record of a user.
+    pub fn snapshot_user(&self, user_id: &str) -> Option<&snapshot::User> {
+        let row = *self.user_rows.get(user_id)?;
+        Some(&self.snapshot.users[row as usize])
+    }
+
     /// The user's embedding, if the snapshot knows them.
     pub fn user_vector(&self, user_id: &str) -> Option<&[f32]> {
         let row = *self.user_rows.get(user_id)?;
         self.snapshot.user_vectors.row(row as usize).to_slice()
+    }
+
+    /// The model's hashtag statistics and recommender.
+    pub fn hashtags(&self) -> &Hashtags {
+        &self.hashtags
+    }
+
+    /// The viewer of a request: the snapshot's user and embedding if the snapshot knows
+    /// `user_id`, with the profile's languages and follows if there is one; for a user known
+    /// only by a profile, interests made from the hashtags they picked.
+    fn viewer<'a>(&'a self, user_id: &str, profile: Option<&'a Profile>) -> Viewer<'a> {
+        let row = self.user_rows.get(user_id).copied();
+        let snapshot_lists = row.map(|row| {
+            let user = &self.snapshot.users[row as usize];
+            (&user.follows[..], &user.langs[..])
+        });
+        let (follows, langs) = Viewer::lists(profile, snapshot_lists);
+        let interests = match row {
+            Some(row) => vec![Cow::Borrowed(self.user_query(row))],
+            None => self
+                .hashtags
+                .interests(follows)
+                .into_iter()
+                .map(Cow::Owned)
+                .collect(),
+        };
+        Viewer::new(interests, follows, langs)
+    }
+
+    /// Up to `limit` hashtags to recommend to `user_id` (see `hashtags`): for a user with
+    /// interests (a snapshot user, or one who picked hashtags), affinity is blended in; tags
+    /// they follow are left out. `lang` chooses the language community whose activity counts
+    /// and the display forms; by default the user's first language.
+    pub fn recommend_hashtags(
+        &self,
+        user_id: &str,
+        profile: Option<&Profile>,
+        lang: Option<&str>,
+        limit: usize,
+    ) -> Result<HashtagPage<'_>, FeedError> {
+        if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
+            return Err(FeedError::InvalidUserId(user_id.len()));
+        }
+        if !HASHTAG_LIMIT_RANGE.contains(&limit) {
+            return Err(FeedError::InvalidHashtagLimit(limit.to_string()));
+        }
+        let lang = match lang {
+            Some(code) if !snapshot::is_reader_lang(code) => {
+                return Err(FeedError::InvalidLang(code.to_string()));
+            }
+            Some(code) => Some(code.to_ascii_lowercase()),
+            None => None,
+        };
+        let viewer = self.viewer(user_id, profile);
+        let lang = lang.or_else(|| viewer.langs.first().cloned());
+        let interests: Vec<&[f32]> = viewer.interests.iter().map(|i| &i[..]).collect();
+        let hashtags = self.hashtags.recommend(&HashtagQuery {
+            lang: lang.as_deref(),
+            interests: &interests,
+            exclude: viewer.follows,
+            limit,
+        });
+        Ok(HashtagPage {
+            model_version: self.model_version(),
+            lang,
+            personal: viewer.is_personal(),
+            hashtags,
+        })
     }
 
     /// One page of `user_id`'s feed. Deterministic for a model: the same request gives the
@@ -534,7 +657,7 @@ impl Model {
             );
         }
         let arranged = self.arranged(user_id, depth, context)?;
-        let personal = self.knows_user(user_id);
+        let personal = arranged.personal;
         let sequence = &arranged.arrangement.items;
         let page = sequence
             .get(offset.min(sequence.len())..end.min(sequence.len()))
@@ -605,23 +728,57 @@ impl Model {
     /// followed hashtags, trending and fresh, each within its quota, without the posts the
     /// filters drop. `None` for a user the snapshot does not know.
     pub fn candidates(&self, user_id: &str, signals: Option<&UserSignals>) -> Option<Vec<Sourced>> {
-        let row = *self.user_rows.get(user_id)?;
-        Some(self.gather(row, active_filters(signals)))
+        self.user_rows.get(user_id)?;
+        let viewer = self.viewer(user_id, None);
+        Some(self.gather(&viewer, active_filters(signals)))
     }
 
-    fn gather(&self, user_row: u32, signals: Option<&UserSignals>) -> Vec<Sourced> {
-        let query = self.user_query(user_row);
-        let personal = self.retriever.similar(query, self.options.candidates);
+    fn gather(&self, viewer: &Viewer<'_>, signals: Option<&UserSignals>) -> Vec<Sourced> {
+        let personal = self.similar_posts(viewer);
         // The retrieved posts' records are scattered over a table of every post: loading them
         // all at once overlaps the misses that the filters and hydration would take in turn.
         for c in &personal {
             self.tables.prefetch(c.row, false);
         }
-        let follows = &self.snapshot.users[user_row as usize].follows;
         let quotas = self.options.source_quotas();
-        candidates::gather(&personal, follows, &self.source_lists, &quotas, |row| {
-            self.excluded(row, signals)
-        })
+        candidates::gather(
+            &personal,
+            viewer.follows,
+            &self.source_lists,
+            &quotas,
+            |row| self.excluded(row, signals),
+        )
+    }
+
+    /// The personal source: the posts nearest the viewer's interest, or with several
+    /// interests, an equal share nearest each, taken in turns without repeats (so every
+    /// picked topic is in the feed, best posts first).
+    fn similar_posts(&self, viewer: &Viewer<'_>) -> Vec<Candidate> {
+        let k = self.options.candidates;
+        match viewer.interests.as_slice() {
+            [] => Vec::new(),
+            [one] => self.retriever.similar(one, k),
+            many => {
+                let share = k.div_ceil(many.len());
+                let lists: Vec<Vec<Candidate>> = many
+                    .iter()
+                    .map(|q| self.retriever.similar(q, share))
+                    .collect();
+                let mut seen = std::collections::HashSet::with_capacity(k);
+                let mut merged = Vec::with_capacity(k);
+                for i in 0..share {
+                    for list in &lists {
+                        if let Some(c) = list.get(i)
+                            && merged.len() < k
+                            && seen.insert(c.row)
+                        {
+                            merged.push(*c);
+                        }
+                    }
+                }
+                merged
+            }
+        }
     }
 
     /// Whether post `row` is shown to nobody, or not to this viewer.
@@ -649,16 +806,13 @@ impl Model {
         let weights = context.weights.unwrap_or(&self.weights);
         let signals = context.signals;
         let filters = active_filters(signals);
-        let user_row = self.user_rows.get(user_id).copied();
-        let user_langs: Vec<Lang> = user_row
-            .map(|row| {
-                self.snapshot.users[row as usize]
-                    .langs
-                    .iter()
-                    .filter_map(|code| self.tables.lang_of(code))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let viewer = self.viewer(user_id, context.profile);
+        let personal = viewer.is_personal();
+        let user_langs: Vec<Lang> = viewer
+            .langs
+            .iter()
+            .filter_map(|code| self.tables.lang_of(code))
+            .collect();
         let engaged: Vec<Lang> = signals
             .map(|s| {
                 s.engaged_langs
@@ -671,18 +825,18 @@ impl Model {
             listed: &user_langs,
             engaged: &engaged,
         };
-        let (mut candidates, ads) = match user_row {
+        let (mut candidates, ads) = match personal {
             // The two searches are independent: on an idle core the ads cost no latency. On a
             // busy pool the caller runs both in turn (rayon's work stealing), so nothing waits.
-            Some(row) => {
+            true => {
                 let in_flight = InFlight::enter(&self.in_flight);
-                let query = self.user_query(row);
+                let query = &viewer.ad_query[..];
                 let ads_wanted = self.ads_wanted(weights);
                 // The ad search runs beside the organic one when a core is likely free.
                 let offloaded = ads_wanted
                     .filter(|_| in_flight.count < rayon::current_num_threads())
                     .map(|k| self.retriever.start_ads(query, k));
-                let candidates = self.personal_candidates(row, filters, weights);
+                let candidates = self.personal_candidates(&viewer, filters, weights);
                 let found = match (offloaded, ads_wanted) {
                     (Some(ads), _) => ads.join(),
                     (None, Some(k)) => self.retriever.ads(query, k),
@@ -691,10 +845,10 @@ impl Model {
                 drop(in_flight);
                 (
                     candidates,
-                    self.hydrate_ads(found, row, &user, filters, weights),
+                    self.hydrate_ads(found, &viewer, &user, filters, weights),
                 )
             }
-            None => (
+            false => (
                 self.popular_candidates(0, POPULAR_PRIMARY, filters, weights),
                 Vec::new(),
             ),
@@ -724,7 +878,7 @@ impl Model {
         // sequence is the same whether or not they were added (see `CandidateSet`).
         let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
         for c in &candidates {
-            let (candidate, meta) = self.organic_candidate(c, user_row.is_some());
+            let (candidate, meta) = self.organic_candidate(c, personal);
             set.push(candidate, self.tables.tags(meta));
         }
         // Without reserves, the sequence cannot be longer than the candidates and ads; if that
@@ -732,9 +886,9 @@ impl Model {
         let short = candidates.len() + ad_candidates.len() < depth;
         let mut arrangement = if short { None } else { Some(arrange(&set)?) };
         if arrangement.as_ref().is_none_or(|a| a.items.len() < depth) {
-            let reserves = match user_row {
-                Some(row) => self.top_up(row, &candidates, filters, weights),
-                None => self.popular_candidates(
+            let reserves = match personal {
+                true => self.top_up(&viewer, &candidates, filters, weights),
+                false => self.popular_candidates(
                     candidates.len(),
                     self.candidate_depth(),
                     filters,
@@ -743,7 +897,7 @@ impl Model {
             };
             if !reserves.is_empty() {
                 for c in &reserves {
-                    let (candidate, meta) = self.organic_candidate(c, user_row.is_some());
+                    let (candidate, meta) = self.organic_candidate(c, personal);
                     set.push_reserve(candidate, self.tables.tags(meta));
                 }
                 arrangement = None;
@@ -762,6 +916,7 @@ impl Model {
         Ok(ArrangedFeed {
             arrangement,
             candidates,
+            personal,
         })
     }
 
@@ -818,12 +973,12 @@ impl Model {
     /// A known user's organic candidates, hydrated and scored: the merged sources.
     fn personal_candidates(
         &self,
-        user_row: u32,
+        viewer: &Viewer<'_>,
         filters: Option<&UserSignals>,
         weights: &Weights,
     ) -> Vec<Hydrated> {
-        let similarity = self.similarity_to(user_row);
-        let gathered = self.gather(user_row, filters);
+        let similarity = self.similarity_to(viewer);
+        let gathered = self.gather(viewer, filters);
         for c in &gathered {
             self.tables.prefetch(c.row, true);
         }
@@ -840,16 +995,29 @@ impl Model {
             .collect()
     }
 
-    /// Hydration: cosine similarity of post `row` to the user, from the metric's similarity
-    /// when the search already computed it. Every candidate, whatever its source, gets one, so
-    /// all compete on the same blend.
-    fn similarity_to(&self, user_row: u32) -> impl Fn(u32, Option<f32>) -> f32 + '_ {
-        let query = self.user_query(user_row);
-        let query_norm = crate::index::dot(query, query).sqrt();
+    /// Hydration: cosine similarity of post `row` to the viewer (to their closest interest),
+    /// from the metric's similarity when the search already computed it (with one interest).
+    /// Every candidate, whatever its source, gets one, so all compete on the same blend.
+    fn similarity_to<'v>(
+        &'v self,
+        viewer: &'v Viewer<'_>,
+    ) -> impl Fn(u32, Option<f32>) -> f32 + 'v {
         let vectors = &self.snapshot.post_vectors;
+        let single = viewer.interests.len() == 1;
         move |row, known| {
-            let raw = known.unwrap_or_else(|| crate::index::dot(query, tables::row(vectors, row)));
-            self.tables.to_cosine(raw, row, query_norm)
+            let post = tables::row(vectors, row);
+            viewer
+                .interests
+                .iter()
+                .zip(&viewer.norms)
+                .map(|(query, &norm)| {
+                    let raw = match known {
+                        Some(raw) if single => raw,
+                        _ => crate::index::dot(query, post),
+                    };
+                    self.tables.to_cosine(raw, row, norm)
+                })
+                .fold(f32::NEG_INFINITY, f32::max)
         }
     }
 
@@ -857,7 +1025,7 @@ impl Model {
     /// candidates already, enough for the deepest sequence, hydrated like candidates.
     fn top_up(
         &self,
-        user_row: u32,
+        viewer: &Viewer<'_>,
         candidates: &[Hydrated],
         filters: Option<&UserSignals>,
         weights: &Weights,
@@ -865,7 +1033,7 @@ impl Model {
         let wanted = self.candidate_depth().saturating_sub(candidates.len());
         let mut taken: Vec<u32> = candidates.iter().map(|c| c.row).collect();
         taken.sort_unstable();
-        let similarity = self.similarity_to(user_row);
+        let similarity = self.similarity_to(viewer);
         self.popular
             .iter()
             .map(|s| s.row)
@@ -921,13 +1089,12 @@ impl Model {
     fn hydrate_ads(
         &self,
         found: Vec<Candidate>,
-        user_row: u32,
+        viewer: &Viewer<'_>,
         user: &UserLanguages<'_>,
         filters: Option<&UserSignals>,
         weights: &Weights,
     ) -> Vec<Hydrated> {
-        let query = self.user_query(user_row);
-        let query_norm = crate::index::dot(query, query).sqrt();
+        let similarity = self.similarity_to(viewer);
         found
             .into_iter()
             .filter(|c| {
@@ -935,7 +1102,9 @@ impl Model {
                     && !user.is_foreign(self.tables.meta[c.row as usize].lang)
             })
             .map(|c| {
-                let relevance = self.tables.to_cosine(c.similarity, c.row, query_norm);
+                // Relevance to the closest interest; the search's own similarity is to the
+                // ad query, which is the interest itself only for a single one.
+                let relevance = similarity(c.row, Some(c.similarity));
                 self.hydrate(c.row, Source::Ads, Some(relevance), weights)
             })
             .collect()

@@ -10,10 +10,7 @@ use ndarray::Array2;
 
 use crate::policy::Lang;
 use crate::scoring::PostTerms;
-use crate::snapshot::{Metric, PostKind, Snapshot};
-
-/// The language code of bilingual posts.
-const MIXED: &str = "mixed";
+use crate::snapshot::{MIXED_LANG, Metric, PostKind, Snapshot};
 
 /// What a request needs of one post, in one record.
 #[derive(Debug, Clone, Copy)]
@@ -44,22 +41,15 @@ pub(super) struct PostTables {
 impl PostTables {
     /// The tables of `snapshot`, with each post's `terms` and whether it is `reported_out`.
     pub fn build(snapshot: &Snapshot, terms: &[PostTerms], reported_out: &[bool]) -> PostTables {
-        let mut lang_ids: HashMap<String, u16> = HashMap::new();
-        let codes = snapshot.posts.iter().map(|p| p.lang.as_str()).chain(
-            snapshot
-                .users
-                .iter()
-                .flat_map(|u| u.langs.iter().map(String::as_str)),
-        );
-        for code in codes {
-            if code != MIXED && !lang_ids.contains_key(code) {
-                // Past 65,535 languages the last id is shared: caps would merge, nothing breaks.
-                let id = u16::try_from(lang_ids.len()).unwrap_or(u16::MAX);
-                lang_ids.insert(code.to_string(), id);
-            }
-        }
+        // Past 65,535 languages the last id is shared: caps would merge, nothing breaks.
+        let lang_ids: HashMap<String, u16> = snapshot
+            .languages()
+            .into_iter()
+            .enumerate()
+            .map(|(i, code)| (code.to_string(), u16::try_from(i).unwrap_or(u16::MAX)))
+            .collect();
         let lang_of = |code: &str| match code {
-            MIXED => Lang::Mixed,
+            MIXED_LANG => Lang::Mixed,
             code => Lang::Id(lang_ids[code]),
         };
         let mut author_ids: HashMap<&str, u32> = HashMap::new();
@@ -130,7 +120,7 @@ impl PostTables {
     /// The language with this code, if any post or user has it (`mixed` always).
     pub fn lang_of(&self, code: &str) -> Option<Lang> {
         match code {
-            MIXED => Some(Lang::Mixed),
+            MIXED_LANG => Some(Lang::Mixed),
             code => self.lang_ids.get(code).map(|&id| Lang::Id(id)),
         }
     }

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use error::{Issue, MAX_ISSUES, SnapshotError};
 pub use load::load;
 pub use records::{
-    MAX_ID_BYTES, MAX_LANG_BYTES, MAX_TAG_BYTES, MAX_UNIX_SECONDS, is_normalised_hashtag,
-    is_valid_lang, normalise_hashtag,
+    MAX_ID_BYTES, MAX_LANG_BYTES, MAX_TAG_BYTES, MAX_UNIX_SECONDS, MIXED_LANG,
+    is_normalised_hashtag, is_reader_lang, is_valid_lang, normalise_hashtag,
 };
 pub(crate) use summary::thousands;
 pub use summary::{Summary, TOP_HASHTAGS};
@@ -183,6 +183,20 @@ impl Snapshot {
             .files
             .get(files::POSTS_NPY)
             .map(String::as_str)
+    }
+
+    /// The language codes of posts and users but [`MIXED_LANG`], each once, in order of
+    /// first appearance (posts first): the language communities.
+    pub fn languages(&self) -> Vec<&str> {
+        let codes = self.posts.iter().map(|p| p.lang.as_str()).chain(
+            self.users
+                .iter()
+                .flat_map(|u| u.langs.iter().map(String::as_str)),
+        );
+        let mut seen = std::collections::HashSet::new();
+        codes
+            .filter(|&code| code != MIXED_LANG && seen.insert(code))
+            .collect()
     }
 
     /// The newest `created_at` among posts: the snapshot's "now" for freshness.

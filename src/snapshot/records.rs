@@ -28,6 +28,15 @@ pub const MAX_LANG_BYTES: usize = 35;
 /// milliseconds written where seconds were meant.
 pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 
+/// The language code of bilingual posts: a post may have it, a reader may not.
+pub const MIXED_LANG: &str = "mixed";
+
+/// `true` for a language code a user can read (`en`, `zh`, `zh-hant`, `pt-BR`, ...): valid
+/// and not [`MIXED_LANG`], in any case.
+pub fn is_reader_lang(lang: &str) -> bool {
+    is_valid_lang(lang) && !lang.eq_ignore_ascii_case(MIXED_LANG)
+}
+
 /// `true` for a language code (`en`, `zh`, `zh-hant`, `pt-BR`, ...) or `mixed`, in any case:
 /// 2–3 ASCII letters, then any number of `-` subtags of 1–8 ASCII letters or digits, at most
 /// [`MAX_LANG_BYTES`] in all. The loader stores codes in lower case.
@@ -35,7 +44,7 @@ pub fn is_valid_lang(lang: &str) -> bool {
     if lang.len() > MAX_LANG_BYTES {
         return false;
     }
-    if lang.eq_ignore_ascii_case("mixed") {
+    if lang.eq_ignore_ascii_case(MIXED_LANG) {
         return true;
     }
     let mut parts = lang.split('-');

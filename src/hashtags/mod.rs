@@ -1,0 +1,737 @@
+//! Hashtag recommendations: which hashtags to offer a user to follow, newcomers above all.
+//!
+//! A user we know nothing about cannot be matched by embedding, so for them a hashtag is
+//! judged by what the platform knows of it, per language community:
+//!
+//! - **trending**: recent activity among users of the viewer's language (posts in that
+//!   language, bilingual posts at half weight, and new followers who read it), blended with
+//!   its all-time activity there, so a tag rising this week outranks one that was big last
+//!   year (velocity, not only totals);
+//! - **value**: the mean value score of its organic posts (saves, comments and shares per
+//!   view, `scoring::value_score`), shrunk toward zero for tags with few posts;
+//! - **bridge**: how evenly it is used across language communities (or by bilingual posts):
+//!   the tags through which newcomers and incumbents meet;
+//! - **affinity** (only for a viewer with interests): cosine between the viewer's interest
+//!   vectors and the tag's vector.
+//!
+//! Each term is scaled to [0, 1] over the eligible tags and weighed (`HashtagOptions`). The
+//! reason given with a tag is the weighed term that lifts it furthest above the mean of the
+//! candidates: on a platform where most tags are used in both languages, a high bridge term
+//! is no reason to pick one of them, but it is for a tag that few others match.
+//!
+//! The page is chosen greedily for variety: a tag's score is reduced by its similarity to the
+//! tags already chosen, and a near-copy of a chosen tag (cosine at or above `near_duplicate`)
+//! is taken only if nothing else is left.
+//! The first `bridge_slots` places (2 of a page by default) go to bridge tags, the best by
+//! score times bridge term among those bridging at least `min_bridge`: tags shared across
+//! language communities are where newcomers and incumbents meet, and the largest tags of one
+//! community would otherwise crowd them out. The page is then shown best first, and a tag in a
+//! bridge slot gives `bridge` as its reason.
+//!
+//! A tag is eligible if it has at least `min_posts` organic posts, paid posts (ads, sponsored)
+//! are at most `max_paid_share` of its posts, and posts past the report threshold at most
+//! `max_reported_share`: a tag carried by ads or by reported posts would lead to a feed of
+//! them. Tags the viewer already follows are left out.
+//!
+//! Statistics and vectors are derived once per model (`Hashtags::build`); a recommendation
+//! reads them and allocates only its result. A tag's vector is its row of `hashtags.npy` when
+//! the snapshot has one, else the mean of its organic posts' vectors.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::dot;
+use crate::scoring::{self, ScoringConfig};
+use crate::snapshot::{PostKind, Snapshot};
+
+/// Posts of weight zero added to a tag's mean value: a tag with three great posts should not
+/// outrank one with three hundred good ones.
+const VALUE_PRIOR_POSTS: f32 = 5.0;
+
+/// Tags scored in full per request: the best by score before the variety pass. Bounds the
+/// pass's cost (it compares vectors) on models with very many tags.
+const POOL_PER_PICK: usize = 20;
+
+/// Most interest vectors made from picked hashtags (`Hashtags::interests`).
+pub const MAX_INTERESTS: usize = 4;
+
+/// How tags are judged. `[feed.hashtags]` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HashtagOptions {
+    /// Activity in this window counts as recent (the velocity part of `trending`).
+    pub velocity_window_hours: u32,
+    /// Share of `trending` that comes from recent activity (the rest from all-time activity).
+    pub velocity_share: f32,
+    pub trending_weight: f32,
+    pub value_weight: f32,
+    pub bridge_weight: f32,
+    /// Weight of the viewer's affinity; it counts only for viewers with interest vectors.
+    pub affinity_weight: f32,
+    /// Score taken off per unit of cosine to the most similar tag already chosen.
+    pub diversity_weight: f32,
+    /// A tag at least this similar (cosine) to a chosen one is taken only if nothing else is.
+    pub near_duplicate: f32,
+    /// Places of a page kept for bridge tags (see `min_bridge`), filled first.
+    pub bridge_slots: u32,
+    /// Least bridge term (0 to 1) of a tag in a bridge slot.
+    pub min_bridge: f32,
+    /// Fewest organic posts a tag needs to be recommended.
+    pub min_posts: u32,
+    /// Largest share of a tag's posts that may be ads or sponsored.
+    pub max_paid_share: f32,
+    /// Largest share of a tag's posts that may be past the report threshold.
+    pub max_reported_share: f32,
+}
+
+impl Default for HashtagOptions {
+    fn default() -> Self {
+        HashtagOptions {
+            velocity_window_hours: 72,
+            velocity_share: 0.7,
+            trending_weight: 0.45,
+            value_weight: 0.25,
+            bridge_weight: 0.3,
+            affinity_weight: 1.0,
+            diversity_weight: 0.3,
+            near_duplicate: 0.9,
+            bridge_slots: 2,
+            min_bridge: 0.5,
+            min_posts: 3,
+            max_paid_share: 0.5,
+            max_reported_share: 0.2,
+        }
+    }
+}
+
+impl HashtagOptions {
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = [
+            ("velocity_share", self.velocity_share),
+            ("min_bridge", self.min_bridge),
+            ("max_paid_share", self.max_paid_share),
+            ("max_reported_share", self.max_reported_share),
+        ];
+        for (name, value) in unit {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(format!("hashtags.{name}: must be from 0 to 1, got {value}"));
+            }
+        }
+        let weights = [
+            ("trending_weight", self.trending_weight),
+            ("value_weight", self.value_weight),
+            ("bridge_weight", self.bridge_weight),
+            ("affinity_weight", self.affinity_weight),
+            ("diversity_weight", self.diversity_weight),
+        ];
+        for (name, value) in weights {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!(
+                    "hashtags.{name}: must be a finite number, at least 0, got {value}"
+                ));
+            }
+        }
+        if !(self.near_duplicate > 0.0 && self.near_duplicate <= 1.0) {
+            return Err(format!(
+                "hashtags.near_duplicate: must be above 0 and at most 1, got {}",
+                self.near_duplicate
+            ));
+        }
+        if self.velocity_window_hours == 0 {
+            return Err("hashtags.velocity_window_hours: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a tag is recommended: the weighed term that lifts it furthest above the typical
+/// candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Active among users of the viewer's language, recently above all.
+    Trending,
+    /// Used across language communities.
+    Bridge,
+    /// Its posts are saved, commented and shared.
+    HighValue,
+    /// Close to the viewer's interests.
+    ForYou,
+}
+
+/// Activity of a tag within one language community.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Activity {
+    posts: u32,
+    recent_posts: u32,
+    followers: u32,
+    recent_followers: u32,
+}
+
+impl Activity {
+    fn total(&self) -> f32 {
+        (self.posts + self.followers) as f32
+    }
+
+    fn recent(&self) -> f32 {
+        (self.recent_posts + self.recent_followers) as f32
+    }
+}
+
+/// What is known of one tag.
+#[derive(Debug, Clone)]
+struct TagEntry {
+    tag: String,
+    /// Display form per language code, from `hashtags.jsonl`.
+    display: Vec<(String, String)>,
+    /// Per language id (`Hashtags::langs`); bilingual posts in `mixed`.
+    by_lang: Vec<Activity>,
+    mixed: Activity,
+    /// Every post carrying it, of any kind, reported or not.
+    all_posts: u32,
+    /// Organic posts not past the report threshold.
+    organic_posts: u32,
+    paid_posts: u32,
+    reported_posts: u32,
+    /// Mean value score of its organic posts, shrunk (see [`VALUE_PRIOR_POSTS`]).
+    value: f32,
+    /// 0 (one community) to 1 (even across communities, or bilingual).
+    bridge: f32,
+    eligible: bool,
+}
+
+/// Hashtag statistics and vectors of one model, and the recommender over them.
+pub struct Hashtags {
+    tags: Vec<TagEntry>,
+    ids: HashMap<String, u32>,
+    /// Language codes with an id (every language of posts and users but `mixed`).
+    langs: Vec<String>,
+    dim: usize,
+    /// Unit vectors, `dim` per tag, zeros for a tag without one (`has_vector` false).
+    vectors: Vec<f32>,
+    has_vector: Vec<bool>,
+    /// Value scaled to [0, 1] over eligible tags.
+    value_scaled: Vec<f32>,
+    options: HashtagOptions,
+}
+
+/// What a recommendation is for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HashtagQuery<'a> {
+    /// The language whose community's activity counts as trending, and of the display forms.
+    /// `None` (or a language no post or user has): activity in every language.
+    pub lang: Option<&'a str>,
+    /// The viewer's interest vectors (empty for a viewer we know nothing about).
+    pub interests: &'a [&'a [f32]],
+    /// Tags the viewer follows: never recommended.
+    pub exclude: &'a [String],
+    pub limit: usize,
+}
+
+/// One recommended tag.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HashtagPick<'h> {
+    pub tag: &'h str,
+    /// The display form in the query's language, else English, else `#tag`.
+    pub display: String,
+    pub score: f32,
+    pub reason: Reason,
+}
+
+/// The scaled terms of one tag for one query.
+#[derive(Debug, Clone, Copy)]
+struct Terms {
+    trending: f32,
+    value: f32,
+    bridge: f32,
+    affinity: f32,
+}
+
+impl Terms {
+    /// The mean of each term (zeros for none).
+    fn mean<'t>(all: impl Iterator<Item = &'t Terms>) -> Terms {
+        let mut sum = Terms {
+            trending: 0.0,
+            value: 0.0,
+            bridge: 0.0,
+            affinity: 0.0,
+        };
+        let mut n = 0usize;
+        for t in all {
+            sum.trending += t.trending;
+            sum.value += t.value;
+            sum.bridge += t.bridge;
+            sum.affinity += t.affinity;
+            n += 1;
+        }
+        let n = n.max(1) as f32;
+        Terms {
+            trending: sum.trending / n,
+            value: sum.value / n,
+            bridge: sum.bridge / n,
+            affinity: sum.affinity / n,
+        }
+    }
+}
+
+impl Hashtags {
+    /// Derives every hashtag's statistics from the snapshot's posts and users, `now` being
+    /// the instant recent activity is counted back from (the newest post, for a snapshot).
+    pub fn build(
+        snapshot: &Snapshot,
+        scoring: &ScoringConfig,
+        now: i64,
+        options: HashtagOptions,
+    ) -> Hashtags {
+        let codes = snapshot.languages();
+        let lang_ids: HashMap<&str, usize> =
+            codes.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+        let langs: Vec<String> = codes.iter().map(|c| c.to_string()).collect();
+        let window = i64::from(options.velocity_window_hours) * 3600;
+        let recent = |t: i64| now.saturating_sub(t) <= window;
+
+        let mut tags: Vec<TagEntry> = Vec::new();
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        let entry = |tag: &str, tags: &mut Vec<TagEntry>, ids: &mut HashMap<String, u32>| {
+            *ids.entry(tag.to_string()).or_insert_with(|| {
+                tags.push(TagEntry {
+                    tag: tag.to_string(),
+                    display: Vec::new(),
+                    by_lang: vec![Activity::default(); langs.len()],
+                    mixed: Activity::default(),
+                    all_posts: 0,
+                    organic_posts: 0,
+                    paid_posts: 0,
+                    reported_posts: 0,
+                    value: 0.0,
+                    bridge: 0.0,
+                    eligible: false,
+                });
+                (tags.len() - 1) as u32
+            }) as usize
+        };
+        for h in &snapshot.hashtags {
+            let id = entry(&h.tag, &mut tags, &mut ids);
+            tags[id].display = h
+                .display
+                .iter()
+                .map(|(l, d)| (l.clone(), d.clone()))
+                .collect();
+        }
+
+        let dim = snapshot.dim();
+        // Centroids of organic posts, for tags `hashtags.npy` does not give a vector.
+        let mut sums: Vec<f32> = Vec::new();
+        for (row, post) in snapshot.posts.iter().enumerate() {
+            let reported = scoring::reported_past_threshold(&post.stats, scoring);
+            let value = scoring::value_score(&post.stats, scoring);
+            let organic = post.kind != PostKind::Ad;
+            let paid = post.kind != PostKind::Organic;
+            for tag in &post.hashtags {
+                let id = entry(tag, &mut tags, &mut ids);
+                let t = &mut tags[id];
+                t.all_posts += 1;
+                if paid {
+                    t.paid_posts += 1;
+                }
+                if reported {
+                    t.reported_posts += 1;
+                }
+                if post.kind == PostKind::Organic && !reported {
+                    t.organic_posts += 1;
+                    t.value += value;
+                }
+                if organic && !reported {
+                    let activity = match lang_ids.get(post.lang.as_str()) {
+                        Some(&l) => &mut t.by_lang[l],
+                        None => &mut t.mixed,
+                    };
+                    activity.posts += 1;
+                    if recent(post.created_at) {
+                        activity.recent_posts += 1;
+                    }
+                    if sums.len() < tags.len() * dim {
+                        sums.resize(tags.len() * dim, 0.0);
+                    }
+                    let vector = snapshot.post_vectors.row(row);
+                    for (s, v) in sums[id * dim..(id + 1) * dim].iter_mut().zip(vector) {
+                        *s += v;
+                    }
+                }
+            }
+        }
+        for user in &snapshot.users {
+            let user_langs: Vec<usize> = user
+                .langs
+                .iter()
+                .filter_map(|l| lang_ids.get(l.as_str()).copied())
+                .collect();
+            for tag in &user.follows {
+                let id = entry(tag, &mut tags, &mut ids);
+                for &l in &user_langs {
+                    let a = &mut tags[id].by_lang[l];
+                    a.followers += 1;
+                    if recent(user.created_at) {
+                        a.recent_followers += 1;
+                    }
+                }
+            }
+        }
+        sums.resize(tags.len() * dim, 0.0);
+
+        let snapshot_rows: HashMap<&str, usize> = snapshot
+            .hashtags
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.tag.as_str(), i))
+            .collect();
+        let mut vectors = vec![0.0f32; tags.len() * dim];
+        let mut has_vector = vec![false; tags.len()];
+        for (id, t) in tags.iter_mut().enumerate() {
+            let out = &mut vectors[id * dim..(id + 1) * dim];
+            match snapshot_rows.get(t.tag.as_str()) {
+                Some(&row) => {
+                    for (o, v) in out.iter_mut().zip(snapshot.hashtag_vectors.row(row)) {
+                        *o = *v;
+                    }
+                }
+                None => out.copy_from_slice(&sums[id * dim..(id + 1) * dim]),
+            }
+            has_vector[id] = normalise(out);
+
+            t.value /= t.organic_posts as f32 + VALUE_PRIOR_POSTS;
+            t.bridge = bridge(&t.by_lang, &t.mixed);
+            let all = t.all_posts as f32;
+            t.eligible = t.organic_posts >= options.min_posts.max(1)
+                && t.paid_posts as f32 <= options.max_paid_share * all
+                && t.reported_posts as f32 <= options.max_reported_share * all;
+        }
+        let value_scaled = scaled(tags.iter().map(|t| (t.eligible, t.value)));
+        Hashtags {
+            tags,
+            ids,
+            langs,
+            dim,
+            vectors,
+            has_vector,
+            value_scaled,
+            options,
+        }
+    }
+
+    /// Tags known to the model (from posts, follows or `hashtags.jsonl`).
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Tags that can be recommended.
+    pub fn eligible(&self) -> usize {
+        self.tags.iter().filter(|t| t.eligible).count()
+    }
+
+    pub fn options(&self) -> &HashtagOptions {
+        &self.options
+    }
+
+    /// The unit vector of `tag`, if the model has one.
+    pub fn vector(&self, tag: &str) -> Option<&[f32]> {
+        let id = *self.ids.get(tag)? as usize;
+        self.has_vector[id].then(|| self.row(id))
+    }
+
+    fn row(&self, id: usize) -> &[f32] {
+        &self.vectors[id * self.dim..(id + 1) * self.dim]
+    }
+
+    /// Organic posts under `tag` that count for its statistics (not past the report threshold).
+    pub fn organic_posts(&self, tag: &str) -> u32 {
+        self.ids
+            .get(tag)
+            .map_or(0, |&id| self.tags[id as usize].organic_posts)
+    }
+
+    /// Interest vectors for someone who picked `tags` (unknown tags and tags without a vector
+    /// are skipped): one per tag up to [`MAX_INTERESTS`]; beyond that, each further tag joins
+    /// the interest it is closest to. Unit vectors. Searching per interest keeps a feed about
+    /// *each* pick, where one mean vector could land between topics, near neither.
+    pub fn interests(&self, tags: &[String]) -> Vec<Vec<f32>> {
+        let mut sums: Vec<Vec<f32>> = Vec::new();
+        for tag in tags {
+            let Some(v) = self.vector(tag) else { continue };
+            if sums.len() < MAX_INTERESTS {
+                sums.push(v.to_vec());
+                continue;
+            }
+            let nearest = sums
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, dot(s, v) / dot(s, s).sqrt().max(f32::MIN_POSITIVE)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(i, _)| i);
+            for (s, x) in sums[nearest].iter_mut().zip(v) {
+                *s += x;
+            }
+        }
+        sums.retain_mut(|s| normalise(s));
+        sums
+    }
+
+    /// The display form of `tag` in `lang`, else in English, else `#tag`.
+    pub fn display(&self, tag: &str, lang: Option<&str>) -> String {
+        let Some(&id) = self.ids.get(tag) else {
+            return format!("#{tag}");
+        };
+        let display = &self.tags[id as usize].display;
+        let find = |code: &str| display.iter().find(|(l, _)| l == code).map(|(_, d)| d);
+        lang.and_then(find)
+            .or_else(|| find("en"))
+            .cloned()
+            .unwrap_or_else(|| format!("#{tag}"))
+    }
+
+    /// Up to `query.limit` tags for the viewer, best first, varied (see the module docs).
+    pub fn recommend(&self, query: &HashtagQuery<'_>) -> Vec<HashtagPick<'_>> {
+        let options = &self.options;
+        let lang = query
+            .lang
+            .and_then(|code| self.langs.iter().position(|l| l == code));
+        let activity = |t: &TagEntry| -> (f32, f32) {
+            let (recent, total) = match lang {
+                Some(l) => (
+                    t.by_lang[l].recent() + 0.5 * t.mixed.recent(),
+                    t.by_lang[l].total() + 0.5 * t.mixed.total(),
+                ),
+                None => t
+                    .by_lang
+                    .iter()
+                    .chain([&t.mixed])
+                    .fold((0.0, 0.0), |(r, a), x| (r + x.recent(), a + x.total())),
+            };
+            (recent.ln_1p(), total.ln_1p())
+        };
+        let excluded = |tag: &str| query.exclude.iter().any(|e| e == tag);
+        let candidates: Vec<usize> = (0..self.tags.len())
+            .filter(|&id| self.tags[id].eligible && !excluded(&self.tags[id].tag))
+            .collect();
+        let (max_recent, max_total) = candidates.iter().fold((0.0f32, 0.0f32), |(r, a), &id| {
+            let (recent, total) = activity(&self.tags[id]);
+            (r.max(recent), a.max(total))
+        });
+        let ratio = |x: f32, max: f32| if max > 0.0 { x / max } else { 0.0 };
+        let personal = !query.interests.is_empty();
+        let terms_of = |id: usize| {
+            let t = &self.tags[id];
+            let (recent, total) = activity(t);
+            let affinity = if personal && self.has_vector[id] {
+                let v = self.row(id);
+                query
+                    .interests
+                    .iter()
+                    .map(|i| dot(i, v))
+                    .fold(0.0f32, f32::max)
+            } else {
+                0.0
+            };
+            Terms {
+                trending: options.velocity_share * ratio(recent, max_recent)
+                    + (1.0 - options.velocity_share) * ratio(total, max_total),
+                value: self.value_scaled[id],
+                bridge: t.bridge,
+                affinity,
+            }
+        };
+        let mut scored: Vec<(usize, Terms, f32)> = candidates
+            .into_iter()
+            .map(|id| {
+                let terms = terms_of(id);
+                (id, terms, self.weighed(&terms, personal))
+            })
+            .collect();
+        let mean = Terms::mean(scored.iter().map(|s| &s.1));
+        // Best first, ties by tag for determinism; the variety pass looks at a bounded pool.
+        let by_score = |a: &(usize, Terms, f32), b: &(usize, Terms, f32)| {
+            b.2.total_cmp(&a.2)
+                .then_with(|| self.tags[a.0].tag.cmp(&self.tags[b.0].tag))
+        };
+        let pool = query.limit.saturating_mul(POOL_PER_PICK).max(query.limit);
+        if scored.len() > pool {
+            scored.select_nth_unstable_by(pool - 1, by_score);
+            scored.truncate(pool);
+        }
+        scored.sort_by(by_score);
+
+        let picks = self.varied(&scored, query.limit);
+        picks
+            .into_iter()
+            .map(|(i, score, bridge_slot)| {
+                let (id, terms, _) = scored[i];
+                let reason = if bridge_slot {
+                    Reason::Bridge
+                } else {
+                    self.reason(&terms, &mean, personal)
+                };
+                HashtagPick {
+                    tag: &self.tags[id].tag,
+                    display: self.display(&self.tags[id].tag, query.lang),
+                    score,
+                    reason,
+                }
+            })
+            .collect()
+    }
+
+    /// The weighed terms of a tag, `ForYou` first (only for a personal query).
+    fn parts(&self, terms: &Terms, personal: bool) -> impl Iterator<Item = (f32, Reason)> {
+        let o = &self.options;
+        let affinity = personal.then_some((o.affinity_weight * terms.affinity, Reason::ForYou));
+        affinity.into_iter().chain([
+            (o.trending_weight * terms.trending, Reason::Trending),
+            (o.bridge_weight * terms.bridge, Reason::Bridge),
+            (o.value_weight * terms.value, Reason::HighValue),
+        ])
+    }
+
+    /// The weighed sum of a tag's terms.
+    fn weighed(&self, terms: &Terms, personal: bool) -> f32 {
+        self.parts(terms, personal).map(|p| p.0).sum()
+    }
+
+    /// The weighed term that lifts a tag furthest above the typical candidate (`mean`): a
+    /// term every tag scores well on explains nothing. Ties go to the earlier term.
+    fn reason(&self, terms: &Terms, mean: &Terms, personal: bool) -> Reason {
+        let above = self
+            .parts(terms, personal)
+            .zip(self.parts(mean, personal))
+            .map(|((part, reason), (typical, _))| (part - typical, reason));
+        let mut best = (f32::NEG_INFINITY, Reason::Trending);
+        for (lift, reason) in above {
+            if lift > best.0 {
+                best = (lift, reason);
+            }
+        }
+        best.1
+    }
+
+    /// Greedy variety over `scored` (best first): positions into it, their final scores, and
+    /// whether each filled a bridge slot; best first. The bridge slots are filled first, by the
+    /// varied score times the bridge term, among tags bridging at least `min_bridge` and not
+    /// near copies of a chosen tag; the other places by the varied score alone.
+    fn varied(&self, scored: &[(usize, Terms, f32)], limit: usize) -> Vec<(usize, f32, bool)> {
+        let o = &self.options;
+        // Highest cosine of each remaining tag to the chosen ones.
+        let mut closest = vec![0.0f32; scored.len()];
+        let mut taken = vec![false; scored.len()];
+        let mut picks: Vec<(usize, f32, bool)> = Vec::with_capacity(limit.min(scored.len()));
+        let mut bridge_slots = (o.bridge_slots as usize).min(limit);
+        while picks.len() < limit {
+            let bridge_slot = bridge_slots > 0;
+            let varied = |i: usize| scored[i].2 - o.diversity_weight * closest[i].max(0.0);
+            let best = |allow_near: bool| {
+                (0..scored.len())
+                    .filter(|&i| !taken[i] && (allow_near || closest[i] < o.near_duplicate))
+                    .filter(|&i| !bridge_slot || scored[i].1.bridge >= o.min_bridge)
+                    .map(|i| {
+                        let bridge = if bridge_slot { scored[i].1.bridge } else { 1.0 };
+                        (i, varied(i) * bridge)
+                    })
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            };
+            let found = if bridge_slot {
+                best(false)
+            } else {
+                best(false).or_else(|| best(true))
+            };
+            let Some((i, _)) = found else {
+                if bridge_slot {
+                    // Too few bridge tags: the remaining slots become ordinary places.
+                    bridge_slots = 0;
+                    continue;
+                }
+                break;
+            };
+            picks.push((i, varied(i), bridge_slot));
+            bridge_slots = bridge_slots.saturating_sub(1);
+            taken[i] = true;
+            let id = scored[i].0;
+            if self.has_vector[id] {
+                let v = self.row(id);
+                for (j, c) in closest.iter_mut().enumerate() {
+                    let other = scored[j].0;
+                    if !taken[j] && self.has_vector[other] {
+                        *c = c.max(dot(v, self.row(other)));
+                    }
+                }
+            }
+        }
+        // Stable: equal scores keep the order they were chosen in.
+        picks.sort_by(|a, b| b.1.total_cmp(&a.1));
+        picks
+    }
+}
+
+/// Scales the values of eligible entries to [0, 1] (0 for the others, and for all if they are
+/// equal).
+fn scaled(values: impl Iterator<Item = (bool, f32)> + Clone) -> Vec<f32> {
+    let (min, max) = values
+        .clone()
+        .filter(|v| v.0)
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), (_, v)| {
+            (lo.min(v), hi.max(v))
+        });
+    values
+        .map(|(eligible, v)| {
+            if eligible && max > min {
+                (v - min) / (max - min)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+/// How much a tag bridges language communities: the larger of the share of its posts that
+/// are bilingual and the evenness of its use across languages (Gini–Simpson over the
+/// communities, 1 when split evenly between two or more).
+fn bridge(by_lang: &[Activity], mixed: &Activity) -> f32 {
+    let counts: Vec<f32> = by_lang.iter().map(Activity::total).collect();
+    let monolingual: f32 = counts.iter().sum();
+    let all = monolingual + mixed.total();
+    if all == 0.0 {
+        return 0.0;
+    }
+    let bilingual = mixed.total() / all;
+    let used = counts.iter().filter(|&&c| c > 0.0).count();
+    let evenness = if used >= 2 {
+        let simpson = 1.0
+            - counts
+                .iter()
+                .map(|c| (c / monolingual).powi(2))
+                .sum::<f32>();
+        // The largest Gini–Simpson index for two communities is 0.5: more is not needed to
+        // bridge.
+        (simpson / 0.5).min(1.0)
+    } else {
+        0.0
+    };
+    bilingual.max(evenness)
+}
+
+/// Scales `v` to unit length; `false` (and `v` unchanged) if it is zero or not finite.
+fn normalise(v: &mut [f32]) -> bool {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        v.iter_mut().for_each(|x| *x /= norm);
+        true
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,654 @@
+use std::collections::{BTreeMap, HashMap};
+
+use ndarray::Array2;
+use proptest::prelude::*;
+
+use super::*;
+use crate::snapshot::{FORMAT_VERSION, Hashtag, Manifest, Metric, Post, Stats, User};
+
+const DIM: usize = 4;
+const NOW: i64 = 1_000_000;
+const HOUR: i64 = 3600;
+
+/// Unit vector along axis `i`, tilted by `tilt` toward the next axis.
+fn axis(i: usize, tilt: f32) -> [f32; DIM] {
+    let mut v = [0.0; DIM];
+    v[i % DIM] = 1.0;
+    v[(i + 1) % DIM] += tilt;
+    v
+}
+
+fn post(id: usize, lang: &str, tags: &[&str], kind: PostKind, age_hours: i64) -> Post {
+    Post {
+        id: format!("p{id}"),
+        author: format!("a{id}"),
+        lang: lang.into(),
+        hashtags: tags.iter().map(|t| t.to_string()).collect(),
+        kind,
+        created_at: NOW - age_hours * HOUR,
+        stats: Stats::default(),
+    }
+}
+
+fn organic(id: usize, lang: &str, tags: &[&str], age_hours: i64) -> Post {
+    post(id, lang, tags, PostKind::Organic, age_hours)
+}
+
+fn user(id: &str, langs: &[&str], follows: &[&str]) -> User {
+    User {
+        id: id.into(),
+        langs: langs.iter().map(|l| l.to_string()).collect(),
+        created_at: NOW - 1000 * HOUR,
+        follows: follows.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+fn matrix(rows: &[[f32; DIM]]) -> Array2<f32> {
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Array2::from_shape_vec((rows.len(), DIM), flat).unwrap()
+}
+
+/// A snapshot whose post vectors all point along axis 0 (tests that need tag vectors give
+/// them through `hashtags`).
+fn snapshot(posts: Vec<Post>, users: Vec<User>, hashtags: &[(&str, [f32; DIM])]) -> Snapshot {
+    let post_rows = vec![axis(0, 0.0); posts.len()];
+    let user_rows = vec![axis(0, 0.0); users.len()];
+    let tag_rows: Vec<[f32; DIM]> = hashtags.iter().map(|h| h.1).collect();
+    Snapshot {
+        manifest: Manifest {
+            format_version: FORMAT_VERSION,
+            model_version: "test".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            dim: DIM,
+            metric: Metric::Cosine,
+            files: BTreeMap::new(),
+            scoring: serde_json::Map::new(),
+        },
+        post_vectors: matrix(&post_rows),
+        posts,
+        user_vectors: matrix(&user_rows),
+        users,
+        hashtags: hashtags
+            .iter()
+            .map(|(tag, _)| Hashtag {
+                tag: tag.to_string(),
+                display: BTreeMap::new(),
+            })
+            .collect(),
+        hashtag_vectors: matrix(&tag_rows),
+    }
+}
+
+fn build(snapshot: &Snapshot, options: HashtagOptions) -> Hashtags {
+    Hashtags::build(snapshot, &ScoringConfig::default(), NOW, options)
+}
+
+/// No variety pass and no bridge slots: scores in plain order.
+fn no_variety() -> HashtagOptions {
+    HashtagOptions {
+        diversity_weight: 0.0,
+        near_duplicate: 1.0,
+        bridge_slots: 0,
+        ..HashtagOptions::default()
+    }
+}
+
+fn tags<'h>(picks: &[HashtagPick<'h>]) -> Vec<&'h str> {
+    picks.iter().map(|p| p.tag).collect()
+}
+
+fn query(lang: Option<&str>, limit: usize) -> HashtagQuery<'_> {
+    HashtagQuery {
+        lang,
+        limit,
+        ..HashtagQuery::default()
+    }
+}
+
+#[test]
+fn recent_activity_outranks_a_larger_past_in_the_viewers_language() {
+    let mut posts = Vec::new();
+    // `old`: 20 English posts a month ago. `rising`: 6 English posts today.
+    // `chinese`: 30 Chinese posts today.
+    for i in 0..20 {
+        posts.push(organic(i, "en", &["old"], 24 * 30));
+    }
+    for i in 20..26 {
+        posts.push(organic(i, "en", &["rising"], 2));
+    }
+    for i in 26..56 {
+        posts.push(organic(i, "zh", &["chinese"], 1));
+    }
+    let hashtags = build(&snapshot(posts, vec![], &[]), no_variety());
+    assert_eq!(
+        tags(&hashtags.recommend(&query(Some("en"), 3))),
+        ["rising", "old", "chinese"],
+        "in English: recent English activity first, all-time English second"
+    );
+    let zh = hashtags.recommend(&query(Some("zh"), 3));
+    assert_eq!(zh[0].tag, "chinese");
+    assert_eq!(zh[0].reason, Reason::Trending);
+    // Without a language, all communities count: the 30 recent Chinese posts lead.
+    assert_eq!(hashtags.recommend(&query(None, 1))[0].tag, "chinese");
+    // A language no post or user has counts as none.
+    assert_eq!(hashtags.recommend(&query(Some("fr"), 1))[0].tag, "chinese");
+}
+
+#[test]
+fn followers_count_as_activity_in_their_languages() {
+    let mut posts: Vec<Post> = (0..4).map(|i| organic(i, "en", &["quiet"], 500)).collect();
+    posts.extend((4..8).map(|i| organic(i, "en", &["followed"], 500)));
+    let users: Vec<User> = (0..10)
+        .map(|i| user(&format!("u{i}"), &["en"], &["followed"]))
+        .collect();
+    let hashtags = build(&snapshot(posts, users, &[]), no_variety());
+    assert_eq!(
+        tags(&hashtags.recommend(&query(Some("en"), 2))),
+        ["followed", "quiet"]
+    );
+}
+
+#[test]
+fn tags_carried_by_ads_reported_posts_or_too_few_posts_are_not_recommended() {
+    let reported = Stats {
+        views: 100,
+        reports: 10,
+        ..Stats::default()
+    };
+    let mut posts = Vec::new();
+    let mut id = 0;
+    let mut add = |posts: &mut Vec<Post>, tag: &str, kind: PostKind, n: usize, stats: Stats| {
+        for _ in 0..n {
+            let mut p = post(id, "en", &[tag], kind, 1);
+            p.stats = stats;
+            posts.push(p);
+            id += 1;
+        }
+    };
+    add(&mut posts, "fine", PostKind::Organic, 4, Stats::default());
+    // 3 organic and 4 ads: paid share 4/7 > 0.5.
+    add(&mut posts, "adsy", PostKind::Organic, 3, Stats::default());
+    add(&mut posts, "adsy", PostKind::Ad, 4, Stats::default());
+    // 3 organic and 3 sponsored: paid share exactly 0.5 is allowed.
+    add(&mut posts, "half", PostKind::Organic, 3, Stats::default());
+    add(&mut posts, "half", PostKind::Sponsored, 3, Stats::default());
+    // 6 organic, 2 of them past the report threshold: 2/6 > 0.2 (and only 4 count).
+    add(
+        &mut posts,
+        "reported",
+        PostKind::Organic,
+        4,
+        Stats::default(),
+    );
+    add(&mut posts, "reported", PostKind::Organic, 2, reported);
+    // 2 organic posts: fewer than min_posts.
+    add(&mut posts, "rare", PostKind::Organic, 2, Stats::default());
+    let hashtags = build(&snapshot(posts, vec![], &[]), no_variety());
+
+    let mut got = tags(&hashtags.recommend(&query(Some("en"), 10)));
+    got.sort();
+    assert_eq!(got, ["fine", "half"]);
+    assert_eq!(hashtags.eligible(), 2);
+    assert_eq!(hashtags.len(), 5);
+    assert_eq!(hashtags.organic_posts("reported"), 4);
+    assert_eq!(hashtags.organic_posts("half"), 3);
+
+    let exclude = vec!["fine".to_string()];
+    let picks = hashtags.recommend(&HashtagQuery {
+        lang: Some("en"),
+        exclude: &exclude,
+        limit: 10,
+        ..HashtagQuery::default()
+    });
+    assert_eq!(
+        tags(&picks),
+        ["half"],
+        "a followed tag is never recommended"
+    );
+}
+
+#[test]
+fn bridge_is_evenness_across_communities_or_bilingual_share() {
+    let a = |posts| Activity {
+        posts,
+        ..Activity::default()
+    };
+    assert_eq!(bridge(&[a(10), a(0)], &a(0)), 0.0, "one community");
+    assert_eq!(bridge(&[a(5), a(5)], &a(0)), 1.0, "even split");
+    assert_eq!(bridge(&[a(0), a(0)], &a(4)), 1.0, "all bilingual");
+    assert_eq!(bridge(&[a(0), a(0)], &a(0)), 0.0, "no activity");
+    // 3:1 → Gini–Simpson 1 − (9/16 + 1/16) = 0.375, over 0.5.
+    assert!((bridge(&[a(3), a(1)], &a(0)) - 0.75).abs() < 1e-6);
+    // 9 English, 1 bilingual: bilingual share 0.1 wins over evenness 0.
+    assert!((bridge(&[a(9), a(0)], &a(1)) - 0.1).abs() < 1e-6);
+    // Three even communities saturate at 1.
+    assert_eq!(bridge(&[a(2), a(2), a(2)], &a(0)), 1.0);
+}
+
+#[test]
+fn a_tag_used_across_languages_is_recommended_as_a_bridge() {
+    let mut posts = Vec::new();
+    for i in 0..10 {
+        posts.push(organic(i, "en", &["local"], 1));
+    }
+    // One English, one Chinese and four bilingual posts.
+    posts.push(organic(10, "en", &["exchange"], 1));
+    posts.push(organic(11, "zh", &["exchange"], 1));
+    for i in 12..16 {
+        posts.push(organic(i, "mixed", &["exchange"], 1));
+    }
+    let hashtags = build(&snapshot(posts, vec![], &[]), no_variety());
+    let picks = hashtags.recommend(&query(Some("en"), 2));
+    let exchange = picks.iter().find(|p| p.tag == "exchange").unwrap();
+    assert_eq!(exchange.reason, Reason::Bridge);
+    let local = picks.iter().find(|p| p.tag == "local").unwrap();
+    assert_ne!(local.reason, Reason::Bridge);
+}
+
+#[test]
+fn bridge_slots_bring_in_tags_shared_across_languages() {
+    let mut posts = Vec::new();
+    // Three big English tags and two smaller ones shared with Chinese speakers: `even` half
+    // and half (bridge 1), `uneven` 5:1 (Gini–Simpson 10/36 over 0.5 = 0.56). The bridge term
+    // is weighed zero, so that only the slots bring them in.
+    for (t, tag) in ["big1", "big2", "big3"].iter().enumerate() {
+        for i in 0..20 {
+            posts.push(organic(t * 100 + i, "en", &[tag], 1));
+        }
+    }
+    for i in 0..6 {
+        posts.push(organic(
+            300 + i,
+            if i % 2 == 0 { "en" } else { "zh" },
+            &["even"],
+            1,
+        ));
+    }
+    for i in 0..6 {
+        posts.push(organic(
+            400 + i,
+            if i < 5 { "en" } else { "zh" },
+            &["uneven"],
+            1,
+        ));
+    }
+    let s = snapshot(posts, vec![], &[]);
+    let no_bridge_weight = HashtagOptions {
+        bridge_weight: 0.0,
+        ..no_variety()
+    };
+    let plain = build(&s, no_bridge_weight);
+    assert_eq!(
+        tags(&plain.recommend(&query(Some("en"), 3))),
+        ["big1", "big2", "big3"]
+    );
+
+    let one_slot = HashtagOptions {
+        bridge_slots: 1,
+        ..no_bridge_weight
+    };
+    let hashtags = build(&s, one_slot);
+    let picks = hashtags.recommend(&query(Some("en"), 3));
+    assert_eq!(tags(&picks), ["big1", "big2", "even"], "shown best first");
+    assert_eq!(picks[2].reason, Reason::Bridge);
+    assert!(picks[1].score >= picks[2].score);
+
+    // Only tags bridging at least `min_bridge` qualify: at 0.95 `uneven` does not, and a slot
+    // left without a bridge tag becomes an ordinary place.
+    let strict = HashtagOptions {
+        bridge_slots: 2,
+        min_bridge: 0.95,
+        ..no_bridge_weight
+    };
+    let hashtags = build(&s, strict);
+    let picks = hashtags.recommend(&query(Some("en"), 3));
+    assert_eq!(tags(&picks), ["big1", "big2", "even"]);
+    let strictest = HashtagOptions {
+        min_bridge: 1.0,
+        bridge_slots: 3,
+        ..no_bridge_weight
+    };
+    let hashtags = build(&s, strictest);
+    let picks = hashtags.recommend(&query(Some("en"), 4));
+    assert_eq!(tags(&picks), ["big1", "big2", "big3", "even"]);
+    assert_eq!(picks[3].reason, Reason::Bridge);
+}
+
+#[test]
+fn value_of_posts_lifts_a_tag_and_names_the_reason() {
+    let valued = Stats {
+        views: 100,
+        saves: 30,
+        comments: 10,
+        ..Stats::default()
+    };
+    let mut posts = Vec::new();
+    for i in 0..8 {
+        posts.push(organic(i, "en", &["plain"], 1));
+    }
+    for i in 8..16 {
+        let mut p = organic(i, "en", &["useful"], 1);
+        p.stats = valued;
+        posts.push(p);
+    }
+    let options = HashtagOptions {
+        trending_weight: 0.1,
+        ..no_variety()
+    };
+    let hashtags = build(&snapshot(posts, vec![], &[]), options);
+    let picks = hashtags.recommend(&query(Some("en"), 2));
+    assert_eq!(picks[0].tag, "useful");
+    assert_eq!(picks[0].reason, Reason::HighValue);
+    assert!(picks[0].score > picks[1].score);
+}
+
+/// Four tags, by activity `cats`, `kittens`, then `travel` and `food`: `cats` and `kittens`
+/// share a direction, the others do not.
+fn near_copies() -> Snapshot {
+    let mut posts = Vec::new();
+    let names = ["cats", "kittens", "travel", "food"];
+    for (t, tag) in names.iter().enumerate() {
+        let n = [6, 5, 4, 4][t];
+        for i in 0..n {
+            posts.push(organic(t * 10 + i, "en", &[tag], 1));
+        }
+    }
+    let vectors = [
+        ("cats", axis(0, 0.0)),
+        ("kittens", axis(0, 0.1)),
+        ("travel", axis(1, 0.0)),
+        ("food", axis(2, 0.0)),
+    ];
+    snapshot(posts, vec![], &vectors)
+}
+
+#[test]
+fn a_near_copy_of_a_chosen_tag_comes_only_when_nothing_else_is_left() {
+    let snapshot = near_copies();
+    let plain = build(&snapshot, no_variety());
+    assert_eq!(
+        tags(&plain.recommend(&query(Some("en"), 2))),
+        ["cats", "kittens"]
+    );
+    let varied = build(&snapshot, HashtagOptions::default());
+    let picks = varied.recommend(&query(Some("en"), 4));
+    assert_eq!(picks[0].tag, "cats");
+    assert_eq!(picks[3].tag, "kittens", "{picks:?}");
+    // The variety pass takes off what it says: cats keeps its score, kittens is reduced.
+    let plain_all = plain.recommend(&query(Some("en"), 4));
+    let plain_kittens = plain_all.iter().find(|p| p.tag == "kittens").unwrap();
+    assert!(picks[3].score < plain_kittens.score);
+    assert_eq!(picks[0].score, plain_all[0].score);
+}
+
+#[test]
+fn affinity_to_the_viewers_interests_leads_for_a_known_viewer() {
+    let snapshot = near_copies();
+    let hashtags = build(&snapshot, HashtagOptions::default());
+    let interest = axis(2, 0.0);
+    let interests: [&[f32]; 1] = [&interest];
+    let picks = hashtags.recommend(&HashtagQuery {
+        lang: Some("en"),
+        interests: &interests,
+        limit: 2,
+        ..HashtagQuery::default()
+    });
+    assert_eq!(picks[0].tag, "food");
+    assert_eq!(picks[0].reason, Reason::ForYou);
+    assert_ne!(picks[1].reason, Reason::ForYou);
+}
+
+#[test]
+fn interests_group_picks_beyond_the_limit_with_their_nearest() {
+    let vectors = [
+        ("a", axis(0, 0.0)),
+        ("b", axis(1, 0.0)),
+        ("c", axis(2, 0.0)),
+        ("d", axis(3, 0.0)),
+        ("e", axis(0, 0.5)),
+    ];
+    let hashtags = build(
+        &snapshot(vec![], vec![], &vectors),
+        HashtagOptions::default(),
+    );
+    let picked: Vec<String> = ["a", "unknown", "b", "c", "d", "e"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let interests = hashtags.interests(&picked);
+    assert_eq!(interests.len(), MAX_INTERESTS);
+    // `e` (mostly axis 0) joined `a`: the first interest leans toward axis 1.
+    assert!(
+        interests[0][0] > 0.9 && interests[0][1] > 0.1,
+        "{:?}",
+        interests[0]
+    );
+    for (i, v) in interests.iter().enumerate().skip(1) {
+        assert_eq!(v, &axis(i, 0.0).to_vec());
+    }
+    for v in &interests {
+        assert!((dot(v, v) - 1.0).abs() < 1e-5);
+    }
+    assert!(hashtags.interests(&["unknown".to_string()]).is_empty());
+}
+
+#[test]
+fn display_falls_back_to_english_then_to_the_tag() {
+    let mut s = snapshot(
+        vec![],
+        vec![],
+        &[("cats", axis(0, 0.0)), ("dogs", axis(1, 0.0))],
+    );
+    s.hashtags[0].display = [
+        ("en".to_string(), "#Cats".to_string()),
+        ("zh".to_string(), "#猫".to_string()),
+    ]
+    .into();
+    let hashtags = build(&s, HashtagOptions::default());
+    assert_eq!(hashtags.display("cats", Some("zh")), "#猫");
+    assert_eq!(hashtags.display("cats", Some("fr")), "#Cats");
+    assert_eq!(hashtags.display("cats", None), "#Cats");
+    assert_eq!(hashtags.display("dogs", Some("zh")), "#dogs");
+    assert_eq!(hashtags.display("nothing", Some("en")), "#nothing");
+}
+
+#[test]
+fn a_tag_without_a_stored_vector_takes_its_posts_centroid() {
+    let posts = (0..3).map(|i| organic(i, "en", &["cats"], 1)).collect();
+    let hashtags = build(&snapshot(posts, vec![], &[]), HashtagOptions::default());
+    let v = hashtags.vector("cats").unwrap();
+    assert!((v[0] - 1.0).abs() < 1e-6);
+    assert_eq!(hashtags.vector("dogs"), None);
+}
+
+#[test]
+fn options_out_of_range_are_named() {
+    let bad = [
+        HashtagOptions {
+            velocity_share: 1.5,
+            ..HashtagOptions::default()
+        },
+        HashtagOptions {
+            bridge_weight: -1.0,
+            ..HashtagOptions::default()
+        },
+        HashtagOptions {
+            near_duplicate: 0.0,
+            ..HashtagOptions::default()
+        },
+        HashtagOptions {
+            velocity_window_hours: 0,
+            ..HashtagOptions::default()
+        },
+    ];
+    let names = [
+        "velocity_share",
+        "bridge_weight",
+        "near_duplicate",
+        "velocity_window_hours",
+    ];
+    for (options, name) in bad.iter().zip(names) {
+        let err = options.validate().unwrap_err();
+        assert!(err.starts_with(&format!("hashtags.{name}:")), "{err}");
+    }
+    assert_eq!(HashtagOptions::default().validate(), Ok(()));
+}
+
+// --- Against a naive reference -------------------------------------------------------------
+
+/// A random post: tag ids (0..6), language (0 en, 1 zh, 2 mixed), kind (0 organic, 1 ad,
+/// 2 sponsored), age in hours, reported or not.
+type RawPost = (Vec<usize>, usize, usize, i64, bool);
+
+const TAGS: [&str; 6] = ["t0", "t1", "t2", "t3", "t4", "t5"];
+const LANGS: [&str; 3] = ["en", "zh", "mixed"];
+
+fn world(raw: &[RawPost]) -> Snapshot {
+    let kinds = [PostKind::Organic, PostKind::Ad, PostKind::Sponsored];
+    let posts = raw
+        .iter()
+        .enumerate()
+        .map(|(i, (tags, lang, kind, age, reported))| {
+            let mut names: Vec<&str> = tags.iter().map(|&t| TAGS[t]).collect();
+            names.dedup();
+            let mut p = post(i, LANGS[*lang], &names, kinds[*kind], *age);
+            if *reported {
+                p.stats = Stats {
+                    views: 10,
+                    reports: 9,
+                    ..Stats::default()
+                };
+            }
+            p
+        })
+        .collect();
+    snapshot(posts, vec![], &[])
+}
+
+/// The trending term and eligibility of each tag, computed from the raw posts the long way,
+/// then the top `limit` by weighed score (no variety), as the module docs define them.
+fn naive(raw: &[RawPost], options: &HashtagOptions, lang: usize, limit: usize) -> Vec<String> {
+    let window = i64::from(options.velocity_window_hours);
+    let mut eligible = Vec::new();
+    let mut activity: HashMap<usize, (f32, f32)> = HashMap::new();
+    for t in 0..TAGS.len() {
+        let with: Vec<&RawPost> = raw.iter().filter(|p| p.0.contains(&t)).collect();
+        let organic = with.iter().filter(|p| p.2 == 0 && !p.4).count() as f32;
+        let paid = with.iter().filter(|p| p.2 != 0).count() as f32;
+        let reported = with.iter().filter(|p| p.4).count() as f32;
+        let all = with.len() as f32;
+        if organic >= options.min_posts.max(1) as f32
+            && paid <= options.max_paid_share * all
+            && reported <= options.max_reported_share * all
+        {
+            eligible.push(t);
+        }
+        let counted = |p: &&&RawPost| p.2 != 1 && !p.4;
+        // A language no post has: every community counts in full.
+        let known = raw.iter().any(|p| p.1 == lang);
+        let weight = |p: &RawPost| match p.1 {
+            _ if !known => 1.0,
+            l if l == lang => 1.0,
+            2 => 0.5,
+            _ => 0.0,
+        };
+        let total: f32 = with.iter().filter(counted).map(|p| weight(p)).sum();
+        let recent: f32 = with
+            .iter()
+            .filter(counted)
+            .filter(|p| p.3 <= window)
+            .map(|p| weight(p))
+            .sum();
+        activity.insert(t, (recent.ln_1p(), total.ln_1p()));
+    }
+    let max_recent = eligible.iter().map(|t| activity[t].0).fold(0.0, f32::max);
+    let max_total = eligible.iter().map(|t| activity[t].1).fold(0.0, f32::max);
+    let ratio = |x: f32, m: f32| if m > 0.0 { x / m } else { 0.0 };
+    let mut scored: Vec<(f32, &str)> = eligible
+        .iter()
+        .map(|t| {
+            let (recent, total) = activity[t];
+            let trending = options.velocity_share * ratio(recent, max_recent)
+                + (1.0 - options.velocity_share) * ratio(total, max_total);
+            (options.trending_weight * trending, TAGS[*t])
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    scored
+        .into_iter()
+        .take(limit)
+        .map(|(_, t)| t.to_string())
+        .collect()
+}
+
+fn raw_post() -> impl Strategy<Value = RawPost> {
+    (
+        prop::collection::vec(0..TAGS.len(), 1..3),
+        0..3usize,
+        prop::sample::select(vec![0usize, 0, 0, 1, 2]),
+        0..200i64,
+        prop::bool::weighted(0.15),
+    )
+}
+
+proptest! {
+    /// With value and bridge weighed zero and no variety pass, the recommendation is exactly
+    /// the naive top-k by trending among eligible tags.
+    #[test]
+    fn trending_and_eligibility_match_a_naive_reference(
+        raw in prop::collection::vec(raw_post(), 0..60),
+        lang in 0..2usize,
+        limit in 1..7usize,
+        velocity_share in 0.0f32..=1.0,
+    ) {
+        let options = HashtagOptions {
+            value_weight: 0.0,
+            bridge_weight: 0.0,
+            velocity_share,
+            velocity_window_hours: 48,
+            ..no_variety()
+        };
+        let hashtags = build(&world(&raw), options);
+        let got: Vec<String> = hashtags
+            .recommend(&query(Some(LANGS[lang]), limit))
+            .iter()
+            .map(|p| p.tag.to_string())
+            .collect();
+        prop_assert_eq!(got, naive(&raw, &options, lang, limit));
+    }
+
+    /// Whatever the options, a page holds distinct eligible tags, never an excluded one, and
+    /// as many as asked for when there are enough.
+    #[test]
+    fn a_page_is_distinct_eligible_and_full(
+        raw in prop::collection::vec(raw_post(), 0..60),
+        limit in 1..7usize,
+        diversity_weight in 0.0f32..2.0,
+        near_duplicate in 0.05f32..=1.0,
+        excluded in 0..TAGS.len(),
+    ) {
+        let options = HashtagOptions { diversity_weight, near_duplicate, ..HashtagOptions::default() };
+        let snapshot = world(&raw);
+        let hashtags = build(&snapshot, options);
+        let exclude = vec![TAGS[excluded].to_string()];
+        let picks = hashtags.recommend(&HashtagQuery {
+            lang: Some("en"),
+            exclude: &exclude,
+            limit,
+            ..HashtagQuery::default()
+        });
+        let eligible: Vec<&str> = naive(&raw, &options, 0, TAGS.len())
+            .iter()
+            .filter_map(|t| TAGS.iter().copied().find(|x| x == t))
+            .filter(|t| *t != TAGS[excluded])
+            .collect();
+        let mut got = tags(&picks);
+        prop_assert_eq!(got.len(), limit.min(eligible.len()));
+        for t in &got {
+            prop_assert!(eligible.contains(t), "{} is not eligible", t);
+        }
+        got.sort();
+        got.dedup();
+        prop_assert_eq!(got.len(), picks.len());
+    }
+}
