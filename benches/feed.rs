@@ -180,7 +180,7 @@ fn bench_feed(c: &mut Criterion) {
     };
     let hashtags_for = |user: &str, lang: &str| {
         let page = model
-            .recommend_hashtags(user, None, Some(lang), DEFAULT_HASHTAG_LIMIT)
+            .recommend_hashtags(user, None, None, Some(lang), DEFAULT_HASHTAG_LIMIT)
             .expect("hashtags");
         serde_json::to_vec(&page).expect("json")
     };

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke test of the README's run command: start `cargo run --release -- serve` on the bundled
 # demo world, wait until ready, check a demo user's feed, an unknown user's feed, a newcomer's
-# hashtags and onboarding, and an error,
+# hashtags and onboarding, a hide through live events, and an error,
 # report resident memory, stop with SIGTERM and expect a clean exit.
 # Usage: scripts/smoke.sh            (port from FEEDRANK_ADDR, default 127.0.0.1:18080)
 set -euo pipefail
@@ -12,9 +12,10 @@ export FEEDRANK_ADDR=${FEEDRANK_ADDR:-127.0.0.1:18080}
 base="http://$FEEDRANK_ADDR"
 cargo build --release --quiet
 log=$(mktemp)
-cargo run --release --quiet -- serve >"$log" 2>&1 &
+data=$(mktemp -d)
+cargo run --release --quiet -- serve --data-dir "$data" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; rm -f "$log"; }
+cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$log" "$data"; }
 trap cleanup EXIT
 
 started=$(date +%s)
@@ -55,6 +56,14 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'content-type: applicati
 [ "$code" = 201 ] || { echo "onboarding answered $code, expected 201"; exit 1; }
 echo "  onboarding PUT -> 201"
 check_page "brand_new_visitor"
+first_post=$(curl -sf "$base/v1/users/$demo_user/feed?limit=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["items"][0]["post_id"])')
+curl -sf -X POST -H 'content-type: application/json' "$base/v1/events" \
+  -d "{\"events\": [{\"user_id\": \"$demo_user\", \"post_id\": \"$first_post\", \"type\": \"hide\", \"ts\": 1737000000}]}" \
+  | python3 -c 'import json,sys; o = json.load(sys.stdin); assert o["accepted"] == 1, o'
+if curl -sf "$base/v1/users/$demo_user/feed?limit=20" | grep -q "\"$first_post\""; then
+  echo "hidden post $first_post came back"; exit 1
+fi
+echo "  hide of $first_post -> gone from the next feed"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/$demo_user/feed?limit=0")
 [ "$code" = 400 ] || { echo "limit=0 answered $code, expected 400"; exit 1; }
 echo "  limit=0 -> 400"
@@ -63,4 +72,4 @@ echo "resident memory: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/s
 kill -TERM "$pid"
 if wait "$pid"; then echo "clean shutdown on SIGTERM"; else echo "exit code $? after SIGTERM"; cat "$log"; exit 1; fi
 trap - EXIT
-rm -f "$log"
+rm -rf "$log" "$data"

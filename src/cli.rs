@@ -15,6 +15,7 @@ use crate::demo::{self, DemoConfig};
 use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
 use crate::eval::hashtags as hashtag_eval;
 use crate::feed::{FeedError, FeedOptions, Model, Weights};
+use crate::live::{Live, LiveOptions};
 use crate::snapshot::{self, Issue, Metric, Snapshot, Summary, files, thousands};
 
 #[derive(Debug, Parser)]
@@ -147,6 +148,9 @@ struct ServeArgs {
     /// Log format (default text).
     #[arg(long, env = "FEEDRANK_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormat>,
+    /// Directory of the write-ahead log of live events (default: ./data).
+    #[arg(long, env = "FEEDRANK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,6 +504,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(format) = args.log_format {
         config.log_format = format;
     }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = dir;
+    }
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -512,6 +519,29 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(run_service(config))
+}
+
+/// Opens the write-ahead log in `data_dir` and replays it onto `model`; logs why not.
+fn open_live(model: Arc<Model>, data_dir: &Path, options: LiveOptions) -> Result<Live, ()> {
+    let started = Instant::now();
+    match Live::open(model, data_dir, options) {
+        Ok((live, replayed)) => {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                batches = replayed.batches,
+                events = replayed.events,
+                truncated_bytes = replayed.truncated_bytes.unwrap_or(0),
+                users = live.users(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "write-ahead log replayed"
+            );
+            Ok(live)
+        }
+        Err(e) => {
+            tracing::error!(data_dir = %data_dir.display(), error = %e, "cannot open the write-ahead log");
+            Err(())
+        }
+    }
 }
 
 async fn run_service(config: ServeConfig) -> ExitCode {
@@ -527,23 +557,37 @@ async fn run_service(config: ServeConfig) -> ExitCode {
         config.max_profiles,
     );
     let dir = config.snapshot_dir();
-    tracing::info!(addr = %config.addr, snapshot = %dir.display(), "listening; loading snapshot");
+    let addr = listener.local_addr().unwrap_or(config.addr);
+    let data_dir = config.data_dir.clone();
+    tracing::info!(
+        addr = %addr,
+        snapshot = %dir.display(),
+        data_dir = %data_dir.display(),
+        "listening; loading snapshot"
+    );
 
     // Load off the runtime: /healthz answers at once, /readyz turns 200 when the model serves.
     // A load that fails, or panics, stops the service: serving nothing forever helps nobody.
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     let loading_state = Arc::clone(&state);
     let options = config.feed;
+    let live_options = config.live;
     tokio::spawn(async move {
         let load_dir = dir.clone();
-        let loaded = tokio::task::spawn_blocking(move || Model::load(&load_dir, options)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            let model = Arc::new(Model::load(&load_dir, options).map_err(|e| {
+                report_load_failure(&load_dir, &e);
+            })?);
+            open_live(model, &data_dir, live_options)
+        })
+        .await;
         match loaded {
-            Ok(Ok(model)) => {
-                tracing::info!(model_version = model.model_version(), "ready");
-                loading_state.serve_model(Arc::new(model));
+            Ok(Ok(live)) => {
+                tracing::info!(model_version = live.model().model_version(), "ready");
+                loading_state.serve_live(Arc::new(live));
                 return;
             }
-            Ok(Err(e)) => report_load_failure(&dir, &e),
+            Ok(Err(())) => {}
             Err(panic) => tracing::error!(snapshot = %dir.display(), "loading panicked: {panic}"),
         }
         let _ = failed_tx.send(());

@@ -7,6 +7,7 @@
 //! request_timeout_ms = 1000
 //! log_format = "text"        # or "json"
 //! max_profiles = 1000000     # onboarded users held (PUT /v1/users/{id})
+//! data_dir = "data"          # write-ahead log of live events
 //!
 //! [feed]
 //! index = "hnsw"             # or "hnsw_rs" (reference graph builder), "exact"
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::feed::FeedOptions;
+use crate::live::LiveOptions;
 
 /// The snapshot served when none is configured: the demo world bundled in the repository.
 pub const DEFAULT_SNAPSHOT: &str = "models/demo";
@@ -80,7 +82,10 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Most onboarded users' profiles held; past it, new users' `PUT`s are refused.
     pub max_profiles: usize,
+    /// Where the write-ahead log of live events lives.
+    pub data_dir: PathBuf,
     pub feed: FeedOptions,
+    pub live: LiveOptions,
 }
 
 impl Default for ServeConfig {
@@ -91,7 +96,9 @@ impl Default for ServeConfig {
             request_timeout_ms: 1000,
             log_format: LogFormat::Text,
             max_profiles: 1_000_000,
+            data_dir: PathBuf::from("data"),
             feed: FeedOptions::default(),
+            live: LiveOptions::default(),
         }
     }
 }
@@ -121,6 +128,9 @@ impl ServeConfig {
         }
         if self.max_profiles == 0 {
             return invalid("max_profiles", "must be at least 1");
+        }
+        if let Err((field, message)) = self.live.validate() {
+            return invalid(field, &message);
         }
         let f = &self.feed;
         if f.candidates == 0 || f.candidates > 10_000 {

@@ -2,8 +2,9 @@
 //! with value-first, low-ad scoring.
 //!
 //! Modules follow the data, and each depends only on those before it:
-//! `snapshot` → `index` → `candidates` → `scoring` → `hashtags` → `policy` → `feed` → `api`,
-//! with `profiles` (onboarding input) beside them, between `snapshot` and `feed`.
+//! `snapshot` → `index` → `candidates` → `scoring` → `hashtags` → `policy` → `feed` → `live`
+//! → `api`, with `profiles` (onboarding input) beside them, between `snapshot` and `feed`, and
+//! `wal` (a write-ahead log of opaque records, depending on nothing) under `live`.
 //! `demo` writes snapshots; `eval` measures `index` and the feed's recommendations; `config`
 //! and `cli` sit on top. See `ARCHITECTURE.md`.
 
@@ -16,7 +17,9 @@ pub mod eval;
 pub mod feed;
 pub mod hashtags;
 pub mod index;
+pub mod live;
 pub mod policy;
 pub mod profiles;
 pub mod scoring;
 pub mod snapshot;
+pub mod wal;

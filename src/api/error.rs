@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::feed::FeedError;
+use crate::live::LiveError;
 use crate::profiles::ProfileError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,12 @@ pub enum ApiError {
     Profile(#[from] ProfileError),
     #[error("no user {0:?}: neither the model nor an onboarding knows them")]
     UnknownUser(String),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("this service does not take live events (it runs without a data directory)")]
+    LiveDisabled,
+    #[error("{0}")]
+    Internal(String),
     #[error("no snapshot is loaded yet; retry shortly")]
     NotReady,
     #[error("no route for {0}")]
@@ -81,6 +88,15 @@ impl ApiError {
                 ("profiles_full", StatusCode::SERVICE_UNAVAILABLE)
             }
             ApiError::UnknownUser(_) => ("unknown_user", StatusCode::NOT_FOUND),
+            ApiError::Live(LiveError::TooManyEvents(_)) => {
+                ("too_many_events", StatusCode::BAD_REQUEST)
+            }
+            // The log could not be written: nothing of the batch was applied or acknowledged.
+            ApiError::Live(LiveError::Wal(_) | LiveError::Record { .. }) => {
+                ("log_unavailable", StatusCode::SERVICE_UNAVAILABLE)
+            }
+            ApiError::LiveDisabled => ("live_disabled", StatusCode::SERVICE_UNAVAILABLE),
+            ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
@@ -92,7 +108,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, status) = self.code_and_status();
-        if status == StatusCode::INTERNAL_SERVER_ERROR || matches!(self, ApiError::Timeout(_)) {
+        if status == StatusCode::INTERNAL_SERVER_ERROR
+            || matches!(
+                self,
+                ApiError::Timeout(_) | ApiError::Live(LiveError::Wal(_))
+            )
+        {
             tracing::warn!(code, error = %self, "request failed");
         }
         let body = ErrorBody {

@@ -7,6 +7,7 @@
 //! | `GET /v1/users/{user_id}/hashtags?limit=10&lang=en` | hashtags to recommend, with reasons |
 //! | `PUT /v1/users/{user_id}` | onboard or update a user: languages and picked hashtags |
 //! | `GET /v1/users/{user_id}` | what the service knows of a user |
+//! | `POST /v1/events` | a batch of user events, logged durably, then applied |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
 
@@ -22,7 +23,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -33,10 +34,14 @@ pub use error::ApiError;
 use crate::feed::{
     DEFAULT_HASHTAG_LIMIT, DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext,
 };
+use crate::live::{Live, LiveError, MAX_EVENTS_PER_BATCH};
 use crate::profiles::{Profile, ProfileInput, Profiles, Stored};
 
 /// Largest `PUT /v1/users/{id}` body: 50 hashtags of 128 bytes fit with room to spare.
 pub const PROFILE_BODY_LIMIT: usize = 16 * 1024;
+
+/// Largest `POST /v1/events` body: a full batch of events with long ids fits.
+pub const EVENTS_BODY_LIMIT: usize = 512 * 1024;
 
 /// Onboarded users held when no capacity is configured.
 pub const DEFAULT_PROFILE_CAPACITY: usize = 1_000_000;
@@ -45,6 +50,8 @@ pub const DEFAULT_PROFILE_CAPACITY: usize = 1_000_000;
 /// the onboarded users' profiles (which outlive any model).
 pub struct AppState {
     model: ArcSwapOption<Model>,
+    /// Live events and their log, for the served model (none: events are refused).
+    live: ArcSwapOption<Live>,
     profiles: Profiles,
     request_timeout: Duration,
 }
@@ -58,6 +65,7 @@ impl AppState {
     pub fn with_profile_capacity(request_timeout: Duration, capacity: usize) -> Arc<AppState> {
         Arc::new(AppState {
             model: ArcSwapOption::empty(),
+            live: ArcSwapOption::empty(),
             profiles: Profiles::new(capacity),
             request_timeout,
         })
@@ -75,6 +83,16 @@ impl AppState {
     pub fn model(&self) -> Option<Arc<Model>> {
         self.model.load_full()
     }
+
+    /// Starts serving `live`'s model with live events (durable, replayed from its log).
+    pub fn serve_live(&self, live: Arc<Live>) {
+        self.live.store(Some(live.clone()));
+        self.model.store(Some(live.model().clone()));
+    }
+
+    pub fn live(&self) -> Option<Arc<Live>> {
+        self.live.load_full()
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -87,6 +105,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_user)
                 .put(put_user)
                 .layer(DefaultBodyLimit::max(PROFILE_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/events",
+            post(post_events).layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT)),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -163,11 +185,15 @@ async fn feed(
         Some(text) => Some(model.request_weights(text)?),
     };
     let profile = state.profiles.get(&user_id);
+    // Seen posts leave only a fresh feed: a cursor's offset counts positions of the sequence
+    // its first page was cut from.
+    let viewed = live_state(&state, &model, &user_id, query.cursor.is_none());
     let context = RequestContext {
-        signals: None,
+        signals: viewed.as_ref().map(|v| &v.signals),
         weights: weights.as_ref(),
         explain,
         profile: profile.as_deref(),
+        user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
     };
     let page = model.feed_with(&request, context)?;
     Ok(Json(page).into_response())
@@ -194,9 +220,51 @@ async fn hashtags(
     };
     let model = state.model().ok_or(ApiError::NotReady)?;
     let profile = state.profiles.get(&user_id);
-    let page =
-        model.recommend_hashtags(&user_id, profile.as_deref(), query.lang.as_deref(), limit)?;
+    let viewed = live_state(&state, &model, &user_id, false);
+    let page = model.recommend_hashtags(
+        &user_id,
+        profile.as_deref(),
+        viewed.as_ref().and_then(|v| v.vector.as_deref()),
+        query.lang.as_deref(),
+        limit,
+    )?;
     Ok(Json(page).into_response())
+}
+
+/// `user_id`'s live state, if the served model has live events and the user any.
+fn live_state(
+    state: &AppState,
+    model: &Arc<Model>,
+    user_id: &str,
+    with_seen: bool,
+) -> Option<crate::live::Viewed> {
+    let live = state.live()?;
+    // A model served without its live state (swapped in alone) has no events to show.
+    if !Arc::ptr_eq(live.model(), model) {
+        return None;
+    }
+    live.viewed(user_id, with_seen)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsBody {
+    events: Vec<serde_json::Value>,
+}
+
+async fn post_events(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input: EventsBody = json_body(body, EVENTS_BODY_LIMIT, EVENTS_EXAMPLE)?;
+    if input.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(LiveError::TooManyEvents(input.events.len()).into());
+    }
+    let live = state.live().ok_or(ApiError::LiveDisabled)?;
+    let outcome = tokio::task::spawn_blocking(move || live.ingest(input.events))
+        .await
+        .map_err(|e| ApiError::Internal(format!("event ingestion stopped: {e}")))??;
+    Ok(Json(outcome).into_response())
 }
 
 /// What the service knows of a user: `GET` answers it, `PUT` answers it after the update.
@@ -212,6 +280,9 @@ struct UserView {
     /// Followed hashtags the serving model has no organic posts under (kept: posts may come).
     #[serde(skip_serializing_if = "Option::is_none")]
     unknown_hashtags: Option<Vec<String>>,
+    /// Counts of what live events recorded for the user, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<crate::live::UserSummary>,
 }
 
 impl UserView {
@@ -230,6 +301,7 @@ impl UserView {
                     .cloned()
                     .collect()
             }),
+            live: None,
         }
     }
 }
@@ -248,16 +320,7 @@ async fn put_user(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let user_id = validated_user_id(user_id)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(PROFILE_BODY_LIMIT)
-        } else {
-            ApiError::InvalidBody(e.body_text())
-        }
-    })?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    let input: ProfileInput =
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| body_error(&e))?;
+    let input: ProfileInput = json_body(body, PROFILE_BODY_LIMIT, PROFILE_EXAMPLE)?;
     let profile = Profile::from_input(input)?;
     let model = state.model();
     let view = UserView::of(&user_id, &profile, model.as_deref());
@@ -269,17 +332,34 @@ async fn put_user(
     Ok((status, Json(view)).into_response())
 }
 
-/// A body that is not a profile, with the path of the field at fault.
-fn body_error(e: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
-    let path = e.path().to_string();
-    let inner = e.inner();
-    if path == "." || path.is_empty() {
-        ApiError::InvalidBody(format!(
-            "body: {inner} (expected {{\"langs\": [\"en\"], \"follows\": [\"cats\"]}})"
-        ))
-    } else {
-        ApiError::InvalidBody(format!("{path}: {inner}"))
-    }
+const PROFILE_EXAMPLE: &str = r#"{"langs": ["en"], "follows": ["cats"]}"#;
+const EVENTS_EXAMPLE: &str =
+    r#"{"events": [{"user_id": "u1", "post_id": "p1", "type": "save", "ts": 1737000000}]}"#;
+
+/// A JSON body of type `T`, or the error naming the path of the field at fault (and for a body
+/// that is not even the right shape, an example of one).
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+    example: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::InvalidBody(e.body_text())
+        }
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.inner();
+        if path == "." || path.is_empty() {
+            ApiError::InvalidBody(format!("body: {inner} (expected {example})"))
+        } else {
+            ApiError::InvalidBody(format!("{path}: {inner}"))
+        }
+    })
 }
 
 async fn get_user(
@@ -288,22 +368,37 @@ async fn get_user(
 ) -> Result<Response, ApiError> {
     let user_id = validated_user_id(user_id)?;
     let model = state.model();
+    let live = state.live().and_then(|l| l.summary(&user_id));
     if let Some(profile) = state.profiles.get(&user_id) {
-        return Ok(Json(UserView::of(&user_id, &profile, model.as_deref())).into_response());
+        let view = UserView {
+            live,
+            ..UserView::of(&user_id, &profile, model.as_deref())
+        };
+        return Ok(Json(view).into_response());
     }
     let model = model.ok_or(ApiError::NotReady)?;
-    let user = model
-        .snapshot_user(&user_id)
-        .ok_or_else(|| ApiError::UnknownUser(user_id.clone()))?;
-    Ok(Json(UserView {
-        user_id: user_id.clone(),
-        langs: user.langs.clone(),
-        follows: user.follows.clone(),
-        onboarded: false,
-        in_model: Some(true),
-        unknown_hashtags: None,
-    })
-    .into_response())
+    let view = match (model.snapshot_user(&user_id), live) {
+        (Some(user), live) => UserView {
+            user_id: user_id.clone(),
+            langs: user.langs.clone(),
+            follows: user.follows.clone(),
+            onboarded: false,
+            in_model: Some(true),
+            unknown_hashtags: None,
+            live,
+        },
+        (None, Some(live)) => UserView {
+            user_id: user_id.clone(),
+            langs: Vec::new(),
+            follows: Vec::new(),
+            onboarded: false,
+            in_model: Some(false),
+            unknown_hashtags: None,
+            live: Some(live),
+        },
+        (None, None) => return Err(ApiError::UnknownUser(user_id)),
+    };
+    Ok(Json(view).into_response())
 }
 
 #[derive(Serialize)]

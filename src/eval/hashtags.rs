@@ -191,7 +191,7 @@ pub fn run(model: &Model, held_out: &HeldOut, k: usize) -> Result<HashtagEvalRep
         if !warm_lists.contains_key(user) {
             let started = Instant::now();
             let page = model
-                .recommend_hashtags(user, None, Some(COLD_LANG), k)
+                .recommend_hashtags(user, None, None, Some(COLD_LANG), k)
                 .map_err(|e| EvalError::parameter("user_id", e.to_string()))?;
             warm_time += started.elapsed();
             let tags = page.hashtags.iter().map(|p| p.tag.to_string()).collect();

@@ -25,6 +25,7 @@
 mod cursor;
 mod explain;
 mod tables;
+mod updates;
 mod viewer;
 
 use std::borrow::Cow;
@@ -47,10 +48,11 @@ use crate::policy::{
 };
 use crate::profiles::Profile;
 use crate::scoring::{self, PostTerms, ScoringConfig, ScoringError};
-use crate::snapshot::{self, MAX_ID_BYTES, PostKind, Snapshot, SnapshotError, files};
+use crate::snapshot::{self, MAX_ID_BYTES, PostKind, Snapshot, SnapshotError, Stats, files};
 
 pub use explain::{AdConsidered, Explanation, Penalties};
 use tables::{PostMeta, PostTables};
+use updates::PostUpdates;
 use viewer::Viewer;
 
 /// Page sizes a request may ask for.
@@ -228,8 +230,9 @@ impl FeedOptions {
     }
 }
 
-/// A snapshot made ready to serve: indexed, with per-post scores precomputed. Immutable; a
-/// new snapshot makes a new `Model`.
+/// A snapshot made ready to serve: indexed, with per-post scores precomputed. Immutable but
+/// for the engagement live events record (`Model::record_engagement`); a new snapshot makes a
+/// new `Model`.
 pub struct Model {
     snapshot: Snapshot,
     options: FeedOptions,
@@ -248,6 +251,11 @@ pub struct Model {
     now: i64,
     build_time: Duration,
     index_origin: IndexOrigin,
+    /// Post ids by hash: (hash of the id, row), sorted. 12 bytes a post, where a map of
+    /// owned ids would cost several times that at a million posts.
+    post_ids: Vec<(u64, u32)>,
+    /// Engagement recorded since the snapshot (live events): the only mutable part.
+    updates: PostUpdates,
     /// Known users' requests being arranged now: the ad search runs beside the organic one
     /// only while there are fewer than cores, as on a saturated machine the hand-over costs
     /// throughput and saves no latency.
@@ -306,6 +314,9 @@ pub struct RequestContext<'a> {
     /// snapshot's lists, and for a user the snapshot does not know, the picked hashtags make
     /// the feed personal.
     pub profile: Option<&'a Profile>,
+    /// The user's embedding as live events moved it (see `live`): replaces the snapshot's,
+    /// and makes the feed personal for a user the snapshot does not know.
+    pub user_vector: Option<&'a [f32]>,
 }
 
 /// A feed request, as validated plain data.
@@ -441,6 +452,14 @@ impl Model {
             .map(|(row, u)| (u.id.clone(), row as u32))
             .collect();
         let tables = PostTables::build(&snapshot, &terms, &reported_out);
+        let posts = snapshot.posts.len();
+        let mut post_ids: Vec<(u64, u32)> = snapshot
+            .posts
+            .iter()
+            .enumerate()
+            .map(|(row, p)| (id_hash(&p.id), row as u32))
+            .collect();
+        post_ids.sort_unstable();
         let hashtags = Hashtags::build(&snapshot, scoring, now, options.hashtags);
         drop(terms);
         drop(reported_out);
@@ -471,6 +490,8 @@ impl Model {
             now,
             build_time,
             index_origin,
+            post_ids,
+            updates: PostUpdates::new(posts),
             in_flight: AtomicUsize::new(0),
         })
     }
@@ -535,6 +556,49 @@ impl Model {
     }
 
     /// The snapshot's record of a user.
+    /// The row of post `post_id`.
+    pub fn post_row(&self, post_id: &str) -> Option<u32> {
+        let hash = id_hash(post_id);
+        let start = self.post_ids.partition_point(|&(h, _)| h < hash);
+        self.post_ids[start..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .map(|&(_, row)| row)
+            .find(|&row| self.snapshot.posts[row as usize].id == post_id)
+    }
+
+    /// The embedding of post `row` (unit length under `cosine`).
+    pub fn post_vector(&self, row: u32) -> &[f32] {
+        tables::row(&self.snapshot.post_vectors, row)
+    }
+
+    /// Post `row`'s stats now: the snapshot's plus the engagement recorded since.
+    pub fn post_stats(&self, row: u32) -> Stats {
+        self.updates
+            .stats(row)
+            .unwrap_or(self.snapshot.posts[row as usize].stats)
+    }
+
+    /// Records engagement on post `row` (counts to add to its stats): from the next request
+    /// on, its value and clickbait terms use the new stats, and once its reports pass the
+    /// threshold it is shown to nobody. Returns the new stats. The non-personal lists
+    /// (trending, fresh, the newcomers' ranking) keep the snapshot's order until the next
+    /// model; each of their posts is scored with the new stats.
+    pub fn record_engagement(&self, row: u32, delta: &Stats) -> Stats {
+        let base = &self.snapshot.posts[row as usize].stats;
+        self.updates.add(row, base, delta, &self.weights.scoring)
+    }
+
+    /// Posts whose stats live events changed, and whether post `row` was taken out by reports
+    /// since the snapshot.
+    pub fn engagement_recorded(&self) -> usize {
+        self.updates.changed()
+    }
+
+    pub fn suppressed_by_reports(&self, row: u32) -> bool {
+        self.updates.suppressed(row)
+    }
+
     pub fn snapshot_user(&self, user_id: &str) -> Option<&snapshot::User> {
         let row = *self.user_rows.get(user_id)?;
         Some(&self.snapshot.users[row as usize])
@@ -554,16 +618,24 @@ impl Model {
     /// The viewer of a request: the snapshot's user and embedding if the snapshot knows
     /// `user_id`, with the profile's languages and follows if there is one; for a user known
     /// only by a profile, interests made from the hashtags they picked.
-    fn viewer<'a>(&'a self, user_id: &str, profile: Option<&'a Profile>) -> Viewer<'a> {
+    /// The viewer of a request. `live_vector`, the user's embedding as live events moved it,
+    /// replaces the snapshot's (or the picked hashtags') as the one interest.
+    fn viewer<'a>(
+        &'a self,
+        user_id: &str,
+        profile: Option<&'a Profile>,
+        live_vector: Option<&'a [f32]>,
+    ) -> Viewer<'a> {
         let row = self.user_rows.get(user_id).copied();
         let snapshot_lists = row.map(|row| {
             let user = &self.snapshot.users[row as usize];
             (&user.follows[..], &user.langs[..])
         });
         let (follows, langs) = Viewer::lists(profile, snapshot_lists);
-        let interests = match row {
-            Some(row) => vec![Cow::Borrowed(self.user_query(row))],
-            None => self
+        let interests = match (live_vector, row) {
+            (Some(v), _) => vec![Cow::Borrowed(v)],
+            (None, Some(row)) => vec![Cow::Borrowed(self.user_query(row))],
+            (None, None) => self
                 .hashtags
                 .interests(follows)
                 .into_iter()
@@ -581,6 +653,7 @@ impl Model {
         &self,
         user_id: &str,
         profile: Option<&Profile>,
+        user_vector: Option<&[f32]>,
         lang: Option<&str>,
         limit: usize,
     ) -> Result<HashtagPage<'_>, FeedError> {
@@ -597,7 +670,7 @@ impl Model {
             Some(code) => Some(code.to_ascii_lowercase()),
             None => None,
         };
-        let viewer = self.viewer(user_id, profile);
+        let viewer = self.viewer(user_id, profile, user_vector);
         let lang = lang.or_else(|| viewer.langs.first().cloned());
         let interests: Vec<&[f32]> = viewer.interests.iter().map(|i| &i[..]).collect();
         let hashtags = self.hashtags.recommend(&HashtagQuery {
@@ -729,7 +802,7 @@ impl Model {
     /// filters drop. `None` for a user the snapshot does not know.
     pub fn candidates(&self, user_id: &str, signals: Option<&UserSignals>) -> Option<Vec<Sourced>> {
         self.user_rows.get(user_id)?;
-        let viewer = self.viewer(user_id, None);
+        let viewer = self.viewer(user_id, None, None);
         Some(self.gather(&viewer, active_filters(signals)))
     }
 
@@ -784,6 +857,7 @@ impl Model {
     /// Whether post `row` is shown to nobody, or not to this viewer.
     fn excluded(&self, row: u32, signals: Option<&UserSignals>) -> bool {
         self.tables.meta[row as usize].reported_out
+            || self.updates.suppressed(row)
             || signals.is_some_and(|s| s.drops(&self.snapshot.posts[row as usize]).is_some())
     }
 
@@ -806,7 +880,7 @@ impl Model {
         let weights = context.weights.unwrap_or(&self.weights);
         let signals = context.signals;
         let filters = active_filters(signals);
-        let viewer = self.viewer(user_id, context.profile);
+        let viewer = self.viewer(user_id, context.profile, context.user_vector);
         let personal = viewer.is_personal();
         let user_langs: Vec<Lang> = viewer
             .langs
@@ -937,11 +1011,14 @@ impl Model {
     }
 
     /// A post's terms under `weights`: precomputed for the model's own, recomputed otherwise.
+    /// Recomputed too for a post whose stats live events changed.
     fn terms(&self, row: u32, weights: &Weights) -> PostTerms {
-        if std::ptr::eq(weights, &self.weights) {
+        let post = &self.snapshot.posts[row as usize];
+        if let Some(stats) = self.updates.stats(row) {
+            PostTerms::of(&stats, post.created_at, self.now, &weights.scoring)
+        } else if std::ptr::eq(weights, &self.weights) {
             self.tables.meta[row as usize].terms
         } else {
-            let post = &self.snapshot.posts[row as usize];
             PostTerms::of(&post.stats, post.created_at, self.now, &weights.scoring)
         }
     }
@@ -1207,4 +1284,11 @@ fn popular_ranking(
     let mut mixed = policy::interleave_by_language(&ranked, |row| post_lang[row as usize]);
     mixed.truncate(depth);
     mixed
+}
+
+/// A stable 64-bit hash of a post id (FNV-1a): the key of `Model::post_row`'s table.
+fn id_hash(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

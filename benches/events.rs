@@ -1,0 +1,203 @@
+//! Event ingestion with durability on: `Live::ingest` (validation, the write-ahead log with
+//! fsync and group commit, then the effects), from one thread and from several at once, on a
+//! demo world of 10,000 posts; then the memory that 1,000,000 events add.
+//!
+//! `cargo bench --bench events`. The log is written under `target/bench-events` (a real disk
+//! in the usual checkout, where fsync costs what it costs; a tmpfs would hide it).
+//! FEEDRANK_BENCH_EVENTS_DIR=DIR puts it elsewhere.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::{Value, json};
+
+use feedrank::demo::{self, DemoConfig};
+use feedrank::feed::{FeedOptions, Model};
+use feedrank::live::{Live, LiveOptions};
+
+/// The service's allocator, counting the bytes in use: resident memory would not show what
+/// one phase adds, as the allocator keeps and reuses what earlier phases freed.
+struct Counting;
+
+static IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        IN_USE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        IN_USE.fetch_add(new_size, Ordering::Relaxed);
+        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded as received.
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const KINDS: [&str; 8] = [
+    "impression",
+    "view",
+    "like",
+    "save",
+    "comment",
+    "share",
+    "hide",
+    "report",
+];
+
+fn data_dir(name: &str) -> PathBuf {
+    let base = std::env::var_os("FEEDRANK_BENCH_EVENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/bench-events"));
+    let dir = base.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn model() -> Arc<Model> {
+    let snapshot = demo::generate(&DemoConfig {
+        posts: 10_000,
+        users: 1_000,
+        ..DemoConfig::default()
+    })
+    .expect("demo world");
+    Arc::new(Model::build(snapshot, FeedOptions::default()).expect("model"))
+}
+
+/// A well-mixed hash of `i` (splitmix64's finaliser), so that users, posts and kinds of a
+/// stream are not correlated.
+fn mix(i: usize, salt: u64) -> usize {
+    let mut z = (i as u64)
+        .wrapping_add(salt)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as usize
+}
+
+/// The `i`-th event of a stream over `users` users: mostly impressions and views, as in
+/// traffic, with every other kind present.
+fn event(posts: &[String], users: usize, i: usize) -> Value {
+    let kind = match mix(i, 1) % 20 {
+        0 => KINDS[2 + mix(i, 2) % 6],
+        1..=9 => "impression",
+        _ => "view",
+    };
+    json!({
+        "user_id": format!("user-{}", mix(i, 3) % users),
+        "post_id": posts[mix(i, 4) % posts.len()],
+        "type": kind,
+        "ts": 1_700_000_000 + i as i64,
+    })
+}
+
+fn batch(posts: &[String], users: usize, from: usize, size: usize) -> Vec<Value> {
+    (from..from + size)
+        .map(|i| event(posts, users, i))
+        .collect()
+}
+
+fn bench_ingest(c: &mut Criterion) {
+    let model = model();
+    let posts: Vec<String> = model
+        .snapshot()
+        .posts
+        .iter()
+        .map(|p| p.id.clone())
+        .collect();
+
+    // Throughput, fsync on: one writer at a time, then several sharing fsyncs.
+    for (threads, batch_size) in [(1, 1), (1, 100), (8, 1), (8, 100)] {
+        let dir = data_dir(&format!("throughput-{threads}x{batch_size}"));
+        let (live, _) = Live::open(model.clone(), &dir, LiveOptions::default()).expect("live");
+        let live = Arc::new(live);
+        let batches_per_thread = if batch_size == 1 { 3_000 } else { 500 };
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (live, posts) = (&live, &posts);
+                s.spawn(move || {
+                    for b in 0..batches_per_thread {
+                        let from = (t * batches_per_thread + b) * batch_size;
+                        let outcome = live.ingest(batch(posts, 10_000, from, batch_size)).unwrap();
+                        assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+                    }
+                });
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        let events = threads * batches_per_thread * batch_size;
+        let stats = live.wal_stats();
+        eprintln!(
+            "{threads} thread(s), batches of {batch_size}, fsync on: {:.0} events/s, {:.0} batches/s \
+             ({events} events in {elapsed:.2} s; {} fsyncs for {} batches)",
+            events as f64 / elapsed,
+            (threads * batches_per_thread) as f64 / elapsed,
+            stats.syncs,
+            stats.appends,
+        );
+    }
+
+    // Memory: 1,000,000 events over 10,000 users, then over 100,000 (the default bound).
+    for users in [10_000, 100_000] {
+        let dir = data_dir(&format!("memory-{users}"));
+        let options = LiveOptions {
+            sync: false,
+            ..LiveOptions::default()
+        };
+        let (live, _) = Live::open(model.clone(), &dir, options).expect("live");
+        let before = IN_USE.load(Ordering::Relaxed);
+        let started = Instant::now();
+        for from in (0..1_000_000).step_by(1_000) {
+            live.ingest(batch(&posts, users, from, 1_000)).unwrap();
+        }
+        let after = IN_USE.load(Ordering::Relaxed);
+        let summary = live.summary("user-0").expect("user-0 has events");
+        eprintln!(
+            "1,000,000 events over {users} users (fsync off): heap in use +{:.1} MiB, \
+             {} users with live state (one of them: {} seen, {} hidden kept of {} events), \
+             {:.0} events/s, log {:.1} MiB",
+            (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
+            live.users(),
+            summary.seen,
+            summary.hidden,
+            summary.events,
+            1e6 / started.elapsed().as_secs_f64(),
+            live.wal_stats().bytes as f64 / (1 << 20) as f64,
+        );
+        drop(live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let dir = data_dir("criterion");
+    let (live, _) = Live::open(model.clone(), &dir, LiveOptions::default()).expect("live");
+    let mut group = c.benchmark_group("ingest");
+    group.sample_size(20);
+    let mut from = 0;
+    group.bench_function("batch_of_100_fsync", |b| {
+        b.iter(|| {
+            from += 100;
+            black_box(live.ingest(batch(&posts, 10_000, from, 100)).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_ingest);
+criterion_main!(benches);

@@ -1,0 +1,70 @@
+//! Engagement recorded since the snapshot: the current stats of the posts that changed, and
+//! which posts reports have taken out for everyone.
+//!
+//! The rest of a `Model` is immutable; this is the one part that live events write. A request
+//! reads one flag per candidate (an atomic load) and takes the lock only for posts that
+//! changed, so a model without events ranks exactly as before.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::scoring::{self, ScoringConfig};
+use crate::snapshot::Stats;
+
+/// Per post: whether its stats changed, whether reports took it out, and the changed stats.
+pub(super) struct PostUpdates {
+    changed: Vec<AtomicBool>,
+    suppressed: Vec<AtomicBool>,
+    stats: RwLock<HashMap<u32, Stats>>,
+}
+
+impl PostUpdates {
+    pub fn new(posts: usize) -> PostUpdates {
+        PostUpdates {
+            changed: (0..posts).map(|_| AtomicBool::new(false)).collect(),
+            suppressed: (0..posts).map(|_| AtomicBool::new(false)).collect(),
+            stats: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Adds `delta` to post `row`'s stats (`base` being the snapshot's) and returns the new
+    /// stats; marks the post suppressed once its reports pass the threshold.
+    pub fn add(&self, row: u32, base: &Stats, delta: &Stats, scoring: &ScoringConfig) -> Stats {
+        let mut map = self.stats.write().unwrap_or_else(|e| e.into_inner());
+        let stats = map.entry(row).or_insert(*base);
+        stats.views += delta.views;
+        stats.likes += delta.likes;
+        stats.saves += delta.saves;
+        stats.comments += delta.comments;
+        stats.shares += delta.shares;
+        stats.hides += delta.hides;
+        stats.reports += delta.reports;
+        let stats = *stats;
+        // Published after the map holds the stats, so a reader that sees the flag finds them.
+        self.changed[row as usize].store(true, Ordering::Release);
+        if scoring::reported_past_threshold(&stats, scoring) {
+            self.suppressed[row as usize].store(true, Ordering::Release);
+        }
+        stats
+    }
+
+    /// The current stats of post `row` if events changed them.
+    pub fn stats(&self, row: u32) -> Option<Stats> {
+        if !self.changed[row as usize].load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.stats.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&row).copied()
+    }
+
+    /// Whether reports recorded since the snapshot took post `row` out for everyone.
+    pub fn suppressed(&self, row: u32) -> bool {
+        self.suppressed[row as usize].load(Ordering::Acquire)
+    }
+
+    /// Posts whose stats changed.
+    pub fn changed(&self) -> usize {
+        self.stats.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}

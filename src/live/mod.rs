@@ -1,0 +1,484 @@
+//! Live events: what users do between two snapshots, applied at once and never lost.
+//!
+//! `Live` holds, for the model it serves, each active user's signals (posts seen, hidden and
+//! reported, languages engaged with) and their embedding as events moved it, and writes every
+//! accepted batch to a write-ahead log (`wal`) before acknowledging it. On start the log is
+//! replayed onto the model, so the state after a crash is the state of the last acknowledged
+//! batch (or later: a batch synced but not yet acknowledged when the process died is present
+//! too).
+//!
+//! Effects of one event on post `p` by user `u`:
+//!
+//! | type | `u`'s signals | `p`'s stats | `u`'s embedding |
+//! |---|---|---|---|
+//! | `impression` | `p` seen | | |
+//! | `view` | `p` seen | views + 1 | |
+//! | `like` | | likes + 1 | toward `p`, step 0.05 |
+//! | `save` | `p`'s language engaged | saves + 1 | toward `p`, step 0.2 |
+//! | `comment` | `p`'s language engaged | comments + 1 | |
+//! | `share` | `p`'s language engaged | shares + 1 | toward `p`, step 0.15 |
+//! | `hide` | `p` hidden | hides + 1 | away from `p`, step 0.2 |
+//! | `report` | `p` reported | reports + 1 (past the threshold: shown to nobody) | |
+//!
+//! The embedding update: `v ← |v| · unit(unit(v) + step · unit(p))` (minus for a hide): each
+//! event turns the direction by at most `step` radians, and the length stays, so no burst of
+//! events can run a vector away. A user the snapshot has no vector for gets `unit(p)` at their
+//! first like, save or share.
+//!
+//! Bounds (`LiveOptions`): at most `max_users` users have live state; events for a new user
+//! past it are refused per item (`users_full`), so a flood of unknown ids cannot exhaust memory
+//! (concurrent batches may overshoot by what they carry). Per user, the last `max_seen`
+//! impressions and the last `max_hidden` hides and reports are kept. Seen posts are left out of
+//! a feed requested without a cursor; pages after the first keep their sequence (the posts seen
+//! on earlier pages are behind the cursor anyway). Hidden and reported posts are left out of
+//! every page.
+
+mod state;
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::candidates::UserSignals;
+use crate::feed::Model;
+use crate::snapshot::{MAX_ID_BYTES, MAX_UNIX_SECONDS, Stats};
+use crate::wal::{Wal, WalError, WalOptions};
+
+pub use state::UserSummary;
+use state::Users;
+
+/// Most events in one batch.
+pub const MAX_EVENTS_PER_BATCH: usize = 1_000;
+
+/// What users do, as `POST /v1/events` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    Impression,
+    View,
+    Like,
+    Save,
+    Comment,
+    Share,
+    Hide,
+    Report,
+}
+
+/// One event, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    pub user_id: String,
+    pub post_id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// Unix seconds.
+    pub ts: i64,
+}
+
+/// A record of the log. New kinds go at the end: the encoding numbers them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum LogRecord {
+    /// An acknowledged batch: every effect applies.
+    Events(Vec<Event>),
+    /// Hides and reports carried over a compaction: only the user's signals apply (the new
+    /// snapshot's stats already count them).
+    Carried(Vec<Event>),
+    /// The model the following records were applied to.
+    Model { version: String },
+}
+
+/// Limits and learning rates. `[live]` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveOptions {
+    /// Users with live state at most.
+    pub max_users: usize,
+    /// Impressions kept per user (the most recent).
+    pub max_seen: usize,
+    /// Hides, and separately reports, kept per user (the most recent).
+    pub max_hidden: usize,
+    /// fsync every batch before acknowledging it. Off only for throwaway runs.
+    pub sync: bool,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            max_users: 100_000,
+            max_seen: 200,
+            max_hidden: 1_000,
+            sync: true,
+        }
+    }
+}
+
+impl LiveOptions {
+    /// Checks ranges: the error is the field and the problem.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for (name, value) in [
+            ("live.max_users", self.max_users),
+            ("live.max_seen", self.max_seen),
+            ("live.max_hidden", self.max_hidden),
+        ] {
+            if value == 0 {
+                return Err((name, "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the live layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    #[error("write-ahead log record {index}: {message}")]
+    Record { index: usize, message: String },
+    #[error("batch of {0} events: at most {MAX_EVENTS_PER_BATCH} per request")]
+    TooManyEvents(usize),
+}
+
+/// Why one item of a batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejected {
+    pub index: usize,
+    /// Stable: `invalid_event`, `invalid_user_id`, `unknown_post`, `invalid_ts`, `users_full`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// The answer to a batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchOutcome {
+    pub accepted: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+/// What start-up found in the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replayed {
+    pub batches: usize,
+    pub events: usize,
+    /// Bytes dropped from a torn or corrupt tail, if any (the log says where and why).
+    pub truncated_bytes: Option<u64>,
+    /// Records dropped by compaction because the snapshot is newer than the log's model.
+    pub compacted: Option<(usize, usize)>,
+}
+
+/// The live state of one model, and its log.
+pub struct Live {
+    model: Arc<Model>,
+    users: RwLock<Users>,
+    wal: Wal,
+    options: LiveOptions,
+}
+
+/// One user's live state as a request needs it.
+pub struct Viewed {
+    pub signals: UserSignals,
+    pub vector: Option<Vec<f32>>,
+}
+
+impl Live {
+    /// Opens (or creates) the log in `dir`, replays it onto `model`, and compacts it first if
+    /// it was written for another model version: then only hides and reports are carried over
+    /// (as signals), and other events newer than the snapshot's newest post.
+    pub fn open(
+        model: Arc<Model>,
+        dir: &Path,
+        options: LiveOptions,
+    ) -> Result<(Live, Replayed), LiveError> {
+        let (wal, recovered) = Wal::open(dir, WalOptions { sync: options.sync })?;
+        let truncated_bytes = recovered.truncated.as_ref().map(|t| t.dropped_bytes);
+        let mut records = Vec::with_capacity(recovered.records.len());
+        for (index, bytes) in recovered.records.iter().enumerate() {
+            let record: LogRecord = postcard::from_bytes(bytes).map_err(|e| LiveError::Record {
+                index,
+                message: format!("cannot decode: {e}"),
+            })?;
+            records.push(record);
+        }
+        let version = model.model_version().to_string();
+        // Records before the last model marker belong to an older model; they are dropped by
+        // the compaction below, which may not have run if the process died right before it.
+        let marker = records
+            .iter()
+            .rposition(|r| matches!(r, LogRecord::Model { .. }));
+        let logged_version = marker.and_then(|m| match &records[m] {
+            LogRecord::Model { version } => Some(version.clone()),
+            _ => None,
+        });
+        let mut compacted = None;
+        let old_len = records.len();
+        if logged_version.as_deref() == Some(version.as_str()) {
+            let m = marker.unwrap_or(0);
+            records.drain(..m);
+            if m > 0 {
+                compact_before(&wal, m)?;
+                compacted = Some((old_len, records.len()));
+            }
+        } else {
+            // A new model: carry over what it cannot know, after a marker, then drop the rest.
+            // Appending first and compacting second means a crash in between leaves a log
+            // whose last marker already says what to replay.
+            let carried = carry_over(records, model.now());
+            let mut appended = vec![encode(&LogRecord::Model {
+                version: version.clone(),
+            })];
+            appended.extend(carried.iter().map(encode));
+            wal.append(appended)?;
+            if old_len > 0 {
+                compact_before(&wal, old_len)?;
+                compacted = Some((old_len, carried.len()));
+            }
+            if logged_version.is_some() {
+                tracing::info!(
+                    from = logged_version.as_deref().unwrap_or(""),
+                    to = version,
+                    records_before = old_len,
+                    records_kept = carried.len(),
+                    "write-ahead log compacted for a new model"
+                );
+            }
+            records = carried;
+        }
+        let live = Live {
+            model,
+            users: RwLock::new(Users::default()),
+            wal,
+            options,
+        };
+        let (mut batches, mut events) = (0, 0);
+        {
+            let mut users = live.users.write().unwrap_or_else(|e| e.into_inner());
+            for record in &records {
+                let (batch, effects) = match record {
+                    LogRecord::Events(batch) => (batch, true),
+                    LogRecord::Carried(batch) => (batch, false),
+                    LogRecord::Model { .. } => continue,
+                };
+                for event in batch {
+                    // Logged events were validated against a model: a post missing from this
+                    // one (only after compaction, for a carried hide) has nothing to apply to.
+                    if let Some(row) = live.model.post_row(&event.post_id) {
+                        users.apply(&live.model, &live.options, event, row, effects);
+                    }
+                }
+                batches += 1;
+                events += batch.len();
+            }
+        }
+        Ok((
+            live,
+            Replayed {
+                batches,
+                events,
+                truncated_bytes,
+                compacted,
+            },
+        ))
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    pub fn options(&self) -> &LiveOptions {
+        &self.options
+    }
+
+    /// Validates `items` (JSON values, so that one bad item does not spoil the batch), logs
+    /// the valid ones durably, then applies them. Blocking: call it off the async runtime.
+    pub fn ingest(&self, items: Vec<serde_json::Value>) -> Result<BatchOutcome, LiveError> {
+        if items.len() > MAX_EVENTS_PER_BATCH {
+            return Err(LiveError::TooManyEvents(items.len()));
+        }
+        let mut rejected = Vec::new();
+        let mut valid: Vec<(Event, u32)> = Vec::with_capacity(items.len());
+        {
+            let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+            let mut new_users = std::collections::HashSet::new();
+            for (index, item) in items.into_iter().enumerate() {
+                match self.validate(item) {
+                    Err((code, message)) => rejected.push(Rejected {
+                        index,
+                        code,
+                        message,
+                    }),
+                    Ok((event, row)) => {
+                        if !users.contains(&event.user_id)
+                            && !new_users.contains(&event.user_id)
+                            && users.len() + new_users.len() >= self.options.max_users
+                        {
+                            rejected.push(Rejected {
+                                index,
+                                code: "users_full",
+                                message: format!(
+                                    "user_id: live state is held for at most {} users",
+                                    self.options.max_users
+                                ),
+                            });
+                            continue;
+                        }
+                        if !users.contains(&event.user_id) {
+                            new_users.insert(event.user_id.clone());
+                        }
+                        valid.push((event, row));
+                    }
+                }
+            }
+        }
+        if valid.is_empty() {
+            return Ok(BatchOutcome {
+                accepted: 0,
+                rejected,
+            });
+        }
+        let events: Vec<Event> = valid.iter().map(|(e, _)| e.clone()).collect();
+        self.wal.append(vec![encode(&LogRecord::Events(events))])?;
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        for (event, row) in &valid {
+            users.apply(&self.model, &self.options, event, *row, true);
+        }
+        Ok(BatchOutcome {
+            accepted: valid.len(),
+            rejected,
+        })
+    }
+
+    fn validate(&self, item: serde_json::Value) -> Result<(Event, u32), (&'static str, String)> {
+        let event: Event = serde_path_to_error::deserialize(item).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            if path == "." {
+                ("invalid_event", format!("event: {message}"))
+            } else {
+                ("invalid_event", format!("{path}: {message}"))
+            }
+        })?;
+        if event.user_id.is_empty() || event.user_id.len() > MAX_ID_BYTES {
+            return Err((
+                "invalid_user_id",
+                format!("user_id: must be 1 to {MAX_ID_BYTES} bytes"),
+            ));
+        }
+        if !(0..=MAX_UNIX_SECONDS).contains(&event.ts) {
+            return Err((
+                "invalid_ts",
+                format!(
+                    "ts: Unix seconds from 0 to {MAX_UNIX_SECONDS}, got {}",
+                    event.ts
+                ),
+            ));
+        }
+        let row = self.model.post_row(&event.post_id).ok_or_else(|| {
+            (
+                "unknown_post",
+                format!(
+                    "post_id: no post {:?} in model {}",
+                    event.post_id,
+                    self.model.model_version()
+                ),
+            )
+        })?;
+        Ok((event, row))
+    }
+
+    /// `user_id`'s live state for a request, if they have any. `with_seen`: include the posts
+    /// they have seen (for a feed's first page).
+    pub fn viewed(&self, user_id: &str, with_seen: bool) -> Option<Viewed> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.viewed(&self.model, user_id, with_seen)
+    }
+
+    /// Counts of `user_id`'s live state.
+    pub fn summary(&self, user_id: &str) -> Option<UserSummary> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.summary(user_id)
+    }
+
+    /// Users with live state.
+    pub fn users(&self) -> usize {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn wal_stats(&self) -> crate::wal::WalStats {
+        self.wal.stats()
+    }
+}
+
+/// Drops the first `n` records of the log.
+fn compact_before(wal: &Wal, n: usize) -> Result<(), LiveError> {
+    let mut index = 0;
+    wal.compact(|_| {
+        index += 1;
+        index > n
+    })?;
+    Ok(())
+}
+
+fn encode(record: &LogRecord) -> Vec<u8> {
+    postcard::to_allocvec(record).expect("log records always encode")
+}
+
+/// Compaction for a new model whose snapshot reaches `now`: hides and reports are kept (as
+/// signals only: no snapshot carries a user's hidden posts), other events only if newer.
+fn carry_over(records: Vec<LogRecord>, now: i64) -> Vec<LogRecord> {
+    let mut carried = Vec::new();
+    let mut newer = Vec::new();
+    for record in records {
+        let (batch, effects) = match record {
+            LogRecord::Events(batch) => (batch, true),
+            LogRecord::Carried(batch) => (batch, false),
+            LogRecord::Model { .. } => continue,
+        };
+        for event in batch {
+            if effects && event.ts > now {
+                newer.push(event);
+            } else if matches!(event.kind, EventType::Hide | EventType::Report) {
+                carried.push(event);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if !carried.is_empty() {
+        out.push(LogRecord::Carried(carried));
+    }
+    if !newer.is_empty() {
+        out.push(LogRecord::Events(newer));
+    }
+    out
+}
+
+/// What an event adds to its post's stats.
+fn stats_delta(kind: EventType) -> Stats {
+    let mut d = Stats::default();
+    match kind {
+        EventType::Impression => {}
+        EventType::View => d.views = 1,
+        EventType::Like => d.likes = 1,
+        EventType::Save => d.saves = 1,
+        EventType::Comment => d.comments = 1,
+        EventType::Share => d.shares = 1,
+        EventType::Hide => d.hides = 1,
+        EventType::Report => d.reports = 1,
+    }
+    d
+}
+
+/// How far an event turns the user's embedding toward (positive) or away from its post.
+fn vector_step(kind: EventType) -> f32 {
+    match kind {
+        EventType::Like => 0.05,
+        EventType::Save => 0.2,
+        EventType::Share => 0.15,
+        EventType::Hide => -0.2,
+        _ => 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,405 @@
+use std::sync::OnceLock;
+
+use serde_json::json;
+
+use super::state::moved;
+use super::*;
+use crate::candidates::IndexKind;
+use crate::demo::{self, DemoConfig};
+use crate::feed::{FeedOptions, FeedRequest, RequestContext};
+use crate::index::dot;
+use crate::snapshot::{Metric, Snapshot};
+
+fn world() -> &'static Snapshot {
+    static WORLD: OnceLock<Snapshot> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        demo::generate(&DemoConfig {
+            posts: 1_500,
+            users: 100,
+            seed: 3,
+            dim: 16,
+        })
+        .unwrap()
+    })
+}
+
+/// A fresh model (events mutate a model, so tests do not share one).
+fn model() -> Arc<Model> {
+    model_named(world().model_version())
+}
+
+/// A fresh model of the world under another model version.
+fn model_named(version: &str) -> Arc<Model> {
+    let mut snapshot = world().clone();
+    snapshot.manifest.model_version = version.into();
+    let options = FeedOptions {
+        index: IndexKind::Exact,
+        ..FeedOptions::default()
+    };
+    Arc::new(Model::build(snapshot, options).unwrap())
+}
+
+fn open(dir: &Path, options: LiveOptions) -> (Live, Replayed) {
+    Live::open(model(), dir, options).unwrap()
+}
+
+fn event(user: &str, post: &str, kind: &str) -> serde_json::Value {
+    json!({"user_id": user, "post_id": post, "type": kind, "ts": 1_700_000_000})
+}
+
+fn user() -> String {
+    world().users[5].id.clone()
+}
+
+/// The first page of `user`'s feed as the API serves it: live signals and vector applied.
+fn page(live: &Live, user: &str, cursor: Option<&str>) -> (Vec<String>, Vec<f32>, Option<String>) {
+    let viewed = live.viewed(user, cursor.is_none());
+    let context = RequestContext {
+        signals: viewed.as_ref().map(|v| &v.signals),
+        user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
+        ..RequestContext::default()
+    };
+    let request = FeedRequest {
+        user_id: user,
+        limit: 20,
+        cursor,
+    };
+    let page = live.model().feed_with(&request, context).unwrap();
+    (
+        page.items.iter().map(|i| i.post_id.to_string()).collect(),
+        page.items.iter().map(|i| i.score).collect(),
+        page.next_cursor,
+    )
+}
+
+#[test]
+fn a_hidden_post_never_comes_back_on_any_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let user = user();
+    let (first, _, _) = page(&live, &user, None);
+    let hidden = first[0].clone();
+    let outcome = live.ingest(vec![event(&user, &hidden, "hide")]).unwrap();
+    assert_eq!(outcome.accepted, 1);
+    let (again, _, cursor) = page(&live, &user, None);
+    assert!(!again.contains(&hidden));
+    let (next, _, _) = page(&live, &user, cursor.as_deref());
+    assert!(!next.contains(&hidden));
+    // Other users still see it where they did.
+    assert_eq!(live.summary(&user).unwrap().hidden, 1);
+}
+
+#[test]
+fn reports_past_the_threshold_take_a_post_out_for_everyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let viewer = user();
+    let (first, _, _) = page(&live, &viewer, None);
+    let target = first[1].clone();
+    let row = live.model().post_row(&target).unwrap();
+    let views = live.model().post_stats(row).views;
+    let scoring = &live.model().weights().scoring;
+    // Reports needed: the rule's minimum count, and its rate of the post's views.
+    let needed = (scoring.report_filter_min as u64)
+        .max((scoring.report_filter_rate * views as f32).ceil() as u64);
+    let reporters: Vec<serde_json::Value> = (0..needed)
+        .map(|i| event(&format!("reporter-{i}"), &target, "report"))
+        .collect();
+    // One short of the threshold the post is demoted (reports weigh on its value) but not
+    // out; at the threshold it leaves every feed, to the deepest position.
+    let (short, last) = reporters.split_at(reporters.len() - 1);
+    live.ingest(short.to_vec()).unwrap();
+    assert!(!live.model().suppressed_by_reports(row));
+    assert!(whole_feed(&live, &viewer).contains(&row));
+    live.ingest(last.to_vec()).unwrap();
+    assert!(live.model().suppressed_by_reports(row));
+    assert!(!page(&live, &viewer, None).0.contains(&target));
+    assert!(!whole_feed(&live, &viewer).contains(&row));
+    let other = world().users[9].id.clone();
+    assert!(!whole_feed(&live, &other).contains(&row));
+    assert!(!whole_feed(&live, "someone-new").contains(&row));
+}
+
+/// Rows of `user`'s whole feed, to the deepest position a cursor reaches.
+fn whole_feed(live: &Live, user: &str) -> Vec<u32> {
+    let depth = live.model().options().max_depth;
+    let arranged = live
+        .model()
+        .arranged(user, depth, RequestContext::default())
+        .unwrap();
+    arranged.arrangement.items.iter().map(|p| p.row).collect()
+}
+
+#[test]
+fn a_save_lifts_the_post_and_turns_the_user_toward_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let user = user();
+    let (first, scores, _) = page(&live, &user, None);
+    let (i, target) = (15, first[15].clone());
+    let row = live.model().post_row(&target).unwrap();
+    let before_vector = live.model().user_vector(&user).unwrap().to_vec();
+    let post = live.model().post_vector(row).to_vec();
+    let saves: Vec<serde_json::Value> = (0..3).map(|_| event(&user, &target, "save")).collect();
+    assert_eq!(live.ingest(saves).unwrap().accepted, 3);
+
+    let viewed = live.viewed(&user, true).unwrap();
+    let after_vector = viewed.vector.unwrap();
+    assert!(dot(&after_vector, &post) > dot(&before_vector, &post));
+    assert_eq!(
+        live.model().post_stats(row).saves,
+        world().posts[row as usize].stats.saves + 3
+    );
+    let (again, new_scores, _) = page(&live, &user, None);
+    let j = again
+        .iter()
+        .position(|p| p == &target)
+        .expect("still on page 1");
+    assert!(
+        new_scores[j] > scores[i],
+        "{} → {}",
+        scores[i],
+        new_scores[j]
+    );
+    assert!(j <= i, "moved from {i} to {j}");
+}
+
+#[test]
+fn impressions_leave_a_fresh_feed_but_not_the_pages_of_a_feed_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let user = user();
+    let (first, _, cursor) = page(&live, &user, None);
+    let (second_before, _, _) = page(&live, &user, cursor.as_deref());
+    let seen: Vec<serde_json::Value> = first
+        .iter()
+        .map(|p| event(&user, p, "impression"))
+        .collect();
+    live.ingest(seen).unwrap();
+    // Page 2 of the feed being read is unchanged; a fresh feed leaves the seen posts out.
+    assert_eq!(page(&live, &user, cursor.as_deref()).0, second_before);
+    let (fresh, _, _) = page(&live, &user, None);
+    assert!(fresh.iter().all(|p| !first.contains(p)), "{fresh:?}");
+}
+
+#[test]
+fn the_log_replays_every_acknowledged_batch_onto_a_fresh_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = user();
+    let posts: Vec<String> = world()
+        .posts
+        .iter()
+        .take(10)
+        .map(|p| p.id.clone())
+        .collect();
+    let expected = {
+        let (live, replayed) = open(dir.path(), LiveOptions::default());
+        assert_eq!(replayed.events, 0);
+        live.ingest(vec![
+            event(&user, &posts[0], "hide"),
+            event(&user, &posts[1], "save"),
+        ])
+        .unwrap();
+        live.ingest(
+            posts[2..]
+                .iter()
+                .map(|p| event(&user, p, "impression"))
+                .collect(),
+        )
+        .unwrap();
+        live.ingest(vec![event("someone-new", &posts[3], "like")])
+            .unwrap();
+        (
+            live.summary(&user).unwrap(),
+            live.viewed(&user, true).unwrap().vector,
+            live.model().post_stats(1),
+        )
+    };
+    let (live, replayed) = open(dir.path(), LiveOptions::default());
+    assert_eq!((replayed.batches, replayed.events), (3, 11));
+    assert_eq!(replayed.truncated_bytes, None);
+    assert_eq!(live.summary(&user).unwrap(), expected.0);
+    assert_eq!(live.viewed(&user, true).unwrap().vector, expected.1);
+    assert_eq!(live.model().post_stats(1), expected.2);
+    assert_eq!(live.summary("someone-new").unwrap().events, 1);
+    assert!(
+        live.summary("someone-new").unwrap().vector_moved,
+        "a like starts a vector"
+    );
+}
+
+#[test]
+fn a_torn_log_tail_loses_only_the_batch_it_tore() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = user();
+    let post = world().posts[0].id.clone();
+    {
+        let (live, _) = open(dir.path(), LiveOptions::default());
+        for _ in 0..3 {
+            live.ingest(vec![event(&user, &post, "view")]).unwrap();
+        }
+    }
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "wal"))
+        .unwrap();
+    let len = std::fs::metadata(&log).unwrap().len();
+    let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+    file.set_len(len - 3).unwrap();
+    drop(file);
+    let (live, replayed) = open(dir.path(), LiveOptions::default());
+    assert_eq!(replayed.events, 2);
+    assert!(replayed.truncated_bytes.is_some());
+    assert_eq!(live.summary(&user).unwrap().events, 2);
+    // The log goes on from the last good record.
+    live.ingest(vec![event(&user, &post, "view")]).unwrap();
+    drop(live);
+    let (live, replayed) = open(dir.path(), LiveOptions::default());
+    assert_eq!((replayed.events, replayed.truncated_bytes), (3, None));
+    assert_eq!(live.summary(&user).unwrap().events, 3);
+}
+
+#[test]
+fn bad_items_are_refused_one_by_one_and_the_rest_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(
+        dir.path(),
+        LiveOptions {
+            max_users: 2,
+            ..LiveOptions::default()
+        },
+    );
+    let post = world().posts[0].id.clone();
+    let long = "u".repeat(65);
+    let items = vec![
+        event("a", &post, "save"),
+        event("a", "no-such-post", "save"),
+        event("a", &post, "bookmark"),
+        json!({"user_id": "a", "post_id": post, "type": "like"}),
+        json!({"user_id": "a", "post_id": post, "type": "like", "ts": -1}),
+        event(&long, &post, "like"),
+        json!({"user_id": "a", "post_id": post, "type": "like", "ts": 1, "extra": 1}),
+        event("b", &post, "like"),
+        event("c", &post, "like"),
+        json!("not an object"),
+    ];
+    let outcome = live.ingest(items).unwrap();
+    assert_eq!(outcome.accepted, 2);
+    let codes: Vec<(usize, &str)> = outcome.rejected.iter().map(|r| (r.index, r.code)).collect();
+    assert_eq!(
+        codes,
+        [
+            (1, "unknown_post"),
+            (2, "invalid_event"),
+            (3, "invalid_event"),
+            (4, "invalid_ts"),
+            (5, "invalid_user_id"),
+            (6, "invalid_event"),
+            (8, "users_full"),
+            (9, "invalid_event"),
+        ]
+    );
+    let message = |i: usize| {
+        &outcome
+            .rejected
+            .iter()
+            .find(|r| r.index == i)
+            .unwrap()
+            .message
+    };
+    assert!(message(2).starts_with("type:"), "{}", message(2));
+    assert!(message(3).contains("ts"), "{}", message(3));
+    assert!(message(6).contains("extra"), "{}", message(6));
+    assert_eq!(live.users(), 2);
+    let too_many = vec![event("a", &post, "like"); MAX_EVENTS_PER_BATCH + 1];
+    assert!(matches!(
+        live.ingest(too_many),
+        Err(LiveError::TooManyEvents(_))
+    ));
+}
+
+#[test]
+fn per_user_state_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LiveOptions {
+        max_seen: 3,
+        max_hidden: 2,
+        ..LiveOptions::default()
+    };
+    let (live, _) = open(dir.path(), options);
+    let posts: Vec<String> = world().posts.iter().take(6).map(|p| p.id.clone()).collect();
+    live.ingest(posts.iter().map(|p| event("u", p, "impression")).collect())
+        .unwrap();
+    live.ingest(posts.iter().map(|p| event("u", p, "hide")).collect())
+        .unwrap();
+    let summary = live.summary("u").unwrap();
+    assert_eq!((summary.seen, summary.hidden, summary.events), (3, 2, 12));
+    // The most recent are the ones kept.
+    let viewed = live.viewed("u", true).unwrap();
+    assert!(viewed.signals.seen.contains(&posts[5]) && !viewed.signals.seen.contains(&posts[2]));
+    assert!(
+        viewed.signals.hidden.contains(&posts[5]) && !viewed.signals.hidden.contains(&posts[3])
+    );
+}
+
+#[test]
+fn a_new_model_keeps_hides_and_reports_and_drops_older_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let post = world().posts[0].id.clone();
+    let other = world().posts[1].id.clone();
+    {
+        let (live, _) = open(dir.path(), LiveOptions::default());
+        live.ingest(vec![
+            event("u", &post, "hide"),
+            event("u", &other, "impression"),
+        ])
+        .unwrap();
+        let newer =
+            json!({"user_id": "u", "post_id": other, "type": "save", "ts": 253_402_300_000_i64});
+        live.ingest(vec![newer]).unwrap();
+    }
+    let (live, replayed) =
+        Live::open(model_named("next"), dir.path(), LiveOptions::default()).unwrap();
+    assert_eq!(
+        replayed.compacted,
+        Some((3, 2)),
+        "model marker and two batches before; carried hides and newer events after"
+    );
+    let summary = live.summary("u").unwrap();
+    assert_eq!((summary.hidden, summary.seen, summary.events), (1, 0, 2));
+    // Carried hides are signals only: the new snapshot's stats are taken as counting them.
+    let row = live.model().post_row(&post).unwrap();
+    assert_eq!(
+        live.model().post_stats(row),
+        world().posts[row as usize].stats
+    );
+    drop(live);
+    // Reopened with the same model: nothing more to compact, the same state.
+    let (live, replayed) =
+        Live::open(model_named("next"), dir.path(), LiveOptions::default()).unwrap();
+    assert_eq!(replayed.compacted, None);
+    assert_eq!(live.summary("u").unwrap().hidden, 1);
+}
+
+#[test]
+fn an_embedding_turns_by_at_most_its_step_and_keeps_its_length() {
+    let v = vec![3.0, 0.0, 0.0];
+    let p = [0.0, 5.0, 0.0];
+    let turned = moved(Some(v.clone()), &p, 0.2, Metric::Dot).unwrap();
+    let length = dot(&turned, &turned).sqrt();
+    assert!((length - 3.0).abs() < 1e-5);
+    let angle = (dot(&turned, &v) / (3.0 * length)).acos();
+    assert!(angle > 0.0 && angle <= 0.2 + 1e-6, "{angle}");
+    // Away from the post for a hide.
+    let away = moved(Some(v.clone()), &p, -0.2, Metric::Dot).unwrap();
+    assert!(away[1] < 0.0);
+    // No vector yet: a positive event starts one at the post's direction; a hide does not.
+    assert_eq!(
+        moved(None, &p, 0.2, Metric::Cosine).unwrap(),
+        vec![0.0, 1.0, 0.0]
+    );
+    assert_eq!(moved(None, &p, -0.2, Metric::Cosine), None);
+    // A zero post changes nothing.
+    assert_eq!(moved(Some(v.clone()), &[0.0; 3], 0.2, Metric::Dot), Some(v));
+}
