@@ -239,3 +239,55 @@ async fn a_service_without_a_data_directory_refuses_events() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("live_disabled"))
     );
 }
+
+/// Read-your-writes under concurrency: writers hide posts while readers page through feeds;
+/// once a hide is answered, no feed of that user shows the post again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hide_holds_from_its_answer_on_under_concurrent_requests() {
+    let (app, _dir) = app();
+    let user = known_user();
+    let targets: Vec<String> = {
+        let (_, page) = get(&app, &format!("/v1/users/{user}/feed?limit=100")).await;
+        post_ids(&page).into_iter().step_by(4).take(12).collect()
+    };
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (app, user) = (app.clone(), user.clone());
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    let (status, _) = get(&app, &format!("/v1/users/{user}/feed?limit=50")).await;
+                    assert_eq!(status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = targets
+        .chunks(3)
+        .map(|chunk| {
+            let (app, user, chunk) = (app.clone(), user.clone(), chunk.to_vec());
+            tokio::spawn(async move {
+                for target in chunk {
+                    let body = json!({"events": [event(&user, &target, "hide")]}).to_string();
+                    let (status, outcome) = post_events(&app, body).await;
+                    assert_eq!(
+                        (status, outcome["accepted"].as_u64()),
+                        (StatusCode::OK, Some(1))
+                    );
+                    for _ in 0..3 {
+                        let (_, page) =
+                            get(&app, &format!("/v1/users/{user}/feed?limit=100")).await;
+                        assert!(!post_ids(&page).contains(&target), "{target} came back");
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(readers) {
+        task.await.unwrap();
+    }
+    let (_, page) = get(&app, &format!("/v1/users/{user}/feed?limit=100")).await;
+    let shown = post_ids(&page);
+    assert!(targets.iter().all(|t| !shown.contains(t)));
+    let (_, view) = get(&app, &format!("/v1/users/{user}")).await;
+    assert_eq!(view["live"]["hidden"], targets.len());
+}

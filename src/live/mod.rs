@@ -36,7 +36,7 @@
 mod state;
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +174,11 @@ pub struct Live {
     users: RwLock<Users>,
     wal: Wal,
     options: LiveOptions,
+    /// Sequence number of the next log record to apply: batches are applied in log order,
+    /// so that a replay rebuilds exactly the state they built (embedding steps do not
+    /// commute).
+    next_to_apply: Mutex<u64>,
+    turn: Condvar,
 }
 
 /// One user's live state as a request needs it.
@@ -245,11 +250,14 @@ impl Live {
             }
             records = carried;
         }
+        let next_to_apply = Mutex::new(wal.stats().records);
         let live = Live {
             model,
             users: RwLock::new(Users::default()),
             wal,
             options,
+            next_to_apply,
+            turn: Condvar::new(),
         };
         let (mut batches, mut events) = (0, 0);
         {
@@ -338,11 +346,22 @@ impl Live {
             });
         }
         let events: Vec<Event> = valid.iter().map(|(e, _)| e.clone()).collect();
-        self.wal.append(vec![encode(&LogRecord::Events(events))])?;
-        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
-        for (event, row) in &valid {
-            users.apply(&self.model, &self.options, event, *row, true);
+        let receipt = self.wal.append(vec![encode(&LogRecord::Events(events))])?;
+        // Wait for the batches logged before this one to be applied. Batches synced together
+        // are answered together, so the wait is only for the others of the same group.
+        let mut next = self.next_to_apply.lock().unwrap_or_else(|e| e.into_inner());
+        while *next != receipt.first_seq {
+            next = self.turn.wait(next).unwrap_or_else(|e| e.into_inner());
         }
+        {
+            let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+            for (event, row) in &valid {
+                users.apply(&self.model, &self.options, event, *row, true);
+            }
+        }
+        *next += receipt.count as u64;
+        drop(next);
+        self.turn.notify_all();
         Ok(BatchOutcome {
             accepted: valid.len(),
             rejected,
