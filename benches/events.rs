@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{FeedOptions, Model};
 use feedrank::live::{Live, LiveOptions};
+use feedrank::profiles::Profiles;
 
 /// The service's allocator, counting the bytes in use: resident memory would not show what
 /// one phase adds, as the allocator keeps and reuses what earlier phases freed.
@@ -68,6 +69,10 @@ fn data_dir(name: &str) -> PathBuf {
     let dir = base.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+fn profiles() -> Arc<Profiles> {
+    Arc::new(Profiles::new(1))
 }
 
 fn model() -> Arc<Model> {
@@ -125,7 +130,8 @@ fn bench_ingest(c: &mut Criterion) {
     // Throughput, fsync on: one writer at a time, then several sharing fsyncs.
     for (threads, batch_size) in [(1, 1), (1, 100), (8, 1), (8, 100)] {
         let dir = data_dir(&format!("throughput-{threads}x{batch_size}"));
-        let (live, _) = Live::open(model.clone(), &dir, LiveOptions::default()).expect("live");
+        let (live, _) =
+            Live::open(model.clone(), &dir, LiveOptions::default(), profiles()).expect("live");
         let live = Arc::new(live);
         let batches_per_thread = if batch_size == 1 { 3_000 } else { 500 };
         let started = Instant::now();
@@ -161,7 +167,7 @@ fn bench_ingest(c: &mut Criterion) {
             sync: false,
             ..LiveOptions::default()
         };
-        let (live, _) = Live::open(model.clone(), &dir, options).expect("live");
+        let (live, _) = Live::open(model.clone(), &dir, options, profiles()).expect("live");
         let before = IN_USE.load(Ordering::Relaxed);
         let started = Instant::now();
         for from in (0..1_000_000).step_by(1_000) {
@@ -186,7 +192,8 @@ fn bench_ingest(c: &mut Criterion) {
     }
 
     let dir = data_dir("criterion");
-    let (live, _) = Live::open(model.clone(), &dir, LiveOptions::default()).expect("live");
+    let (live, _) =
+        Live::open(model.clone(), &dir, LiveOptions::default(), profiles()).expect("live");
     let mut group = c.benchmark_group("ingest");
     group.sample_size(20);
     let mut from = 0;

@@ -16,6 +16,7 @@ use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
 use crate::eval::hashtags as hashtag_eval;
 use crate::feed::{FeedError, FeedOptions, Model, Weights};
 use crate::live::{Live, LiveOptions};
+use crate::profiles::Profiles;
 use crate::snapshot::{self, Issue, Metric, Snapshot, Summary, files, thousands};
 
 #[derive(Debug, Parser)]
@@ -522,9 +523,14 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// Opens the write-ahead log in `data_dir` and replays it onto `model`; logs why not.
-fn open_live(model: Arc<Model>, data_dir: &Path, options: LiveOptions) -> Result<Live, ()> {
+fn open_live(
+    model: Arc<Model>,
+    data_dir: &Path,
+    options: LiveOptions,
+    profiles: Arc<Profiles>,
+) -> Result<Live, ()> {
     let started = Instant::now();
-    match Live::open(model, data_dir, options) {
+    match Live::open(model, data_dir, options, profiles) {
         Ok((live, replayed)) => {
             tracing::info!(
                 data_dir = %data_dir.display(),
@@ -572,13 +578,14 @@ async fn run_service(config: ServeConfig) -> ExitCode {
     let loading_state = Arc::clone(&state);
     let options = config.feed;
     let live_options = config.live;
+    let profiles = Arc::clone(state.profiles());
     tokio::spawn(async move {
         let load_dir = dir.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let model = Arc::new(Model::load(&load_dir, options).map_err(|e| {
                 report_load_failure(&load_dir, &e);
             })?);
-            open_live(model, &data_dir, live_options)
+            open_live(model, &data_dir, live_options, profiles)
         })
         .await;
         match loaded {

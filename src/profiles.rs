@@ -57,7 +57,7 @@ pub struct ProfileInput {
 }
 
 /// What an onboarded user told us, validated and normalised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     /// Language codes, lower case, without repeats, in the order given.
     pub langs: Vec<String>,
@@ -179,6 +179,16 @@ impl Profiles {
 
     pub fn len(&self) -> usize {
         self.read().len()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether `put` for `user_id` would be refused for capacity now.
+    pub fn is_full_for(&self, user_id: &str) -> bool {
+        let map = self.read();
+        !map.contains_key(user_id) && map.len() >= self.capacity
     }
 
     pub fn is_empty(&self) -> bool {

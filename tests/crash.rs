@@ -1,6 +1,7 @@
 //! Durability under crashes: a `feedrank serve` child process takes a stream of event batches
-//! and is killed with SIGKILL at pseudo-random points; after each restart on the same data
-//! directory, every acknowledged event is present, counted exactly, and feeds are served.
+//! and onboardings and is killed with SIGKILL at pseudo-random points; after each restart on
+//! the same data directory, every acknowledged event is present, counted exactly, every
+//! acknowledged profile is back, and feeds are served.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -79,6 +80,8 @@ fn start(snapshot: &Path, data: &Path, config: &Path) -> Server {
 /// What the writer learned before the server died.
 #[derive(Default)]
 struct Written {
+    /// Users whose onboarding (`PUT /v1/users/{id}`) was acknowledged.
+    profiles: Vec<String>,
     acknowledged: u64,
     /// Events of a batch sent but not acknowledged (it may or may not have been logged).
     in_flight: u64,
@@ -105,6 +108,16 @@ fn write_until_dead(addr: SocketAddr, posts: &[String], round: u64, stop: &Atomi
             }
             Some((status, body)) => panic!("events answered {status}: {body}"),
             None => break,
+        }
+        // Every fifth batch, an onboarding too: profiles go through the same log.
+        if n.is_multiple_of(5) {
+            let user = format!("crash-newbie-{round}-{n}");
+            let body = r#"{"langs": ["en"], "follows": ["cats"]}"#;
+            match http(addr, "PUT", &format!("/v1/users/{user}"), body) {
+                Some((201, _)) => written.profiles.push(user),
+                Some((status, body)) => panic!("PUT answered {status}: {body}"),
+                None => break,
+            }
         }
         n += 1;
     }
@@ -137,6 +150,7 @@ fn every_acknowledged_event_survives_sigkill() {
     let data = dir.path().join("data");
 
     let mut acknowledged = 0u64;
+    let mut profiles: Vec<String> = Vec::new();
     let mut server = start(&snapshot, &data, &config);
     for round in 0..KILL_POINTS {
         let stop = Arc::new(AtomicBool::new(false));
@@ -163,12 +177,23 @@ fn every_acknowledged_event_survives_sigkill() {
             written.in_flight
         );
         acknowledged = logged;
+        profiles.extend(written.profiles);
+        for user in &profiles {
+            let (status, view) =
+                http(server.addr, "GET", &format!("/v1/users/{user}"), "").unwrap();
+            assert_eq!(
+                (status, &view["follows"]),
+                (200, &json!(["cats"])),
+                "round {round}: {user}"
+            );
+        }
         let (status, page) =
             http(server.addr, "GET", &format!("/v1/users/{WRITER}/feed"), "").unwrap();
         assert_eq!(status, 200, "{page}");
         assert!(!page["items"].as_array().unwrap().is_empty());
     }
     assert!(acknowledged > 0, "the writer never got a batch through");
+    assert!(!profiles.is_empty(), "no onboarding got through");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }

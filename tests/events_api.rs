@@ -33,8 +33,9 @@ fn world() -> &'static Snapshot {
 fn app() -> (axum::Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let model = Arc::new(common::exact_model(world()));
-    let (live, _) = Live::open(model, dir.path(), LiveOptions::default()).unwrap();
     let state = AppState::new(Duration::from_secs(5));
+    let profiles = state.profiles().clone();
+    let (live, _) = Live::open(model, dir.path(), LiveOptions::default(), profiles).unwrap();
     state.serve_live(Arc::new(live));
     (api::router(state), dir)
 }

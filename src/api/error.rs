@@ -92,9 +92,9 @@ impl ApiError {
                 ("too_many_events", StatusCode::BAD_REQUEST)
             }
             // The log could not be written: nothing of the batch was applied or acknowledged.
-            ApiError::Live(LiveError::Wal(_) | LiveError::Record { .. }) => {
-                ("log_unavailable", StatusCode::SERVICE_UNAVAILABLE)
-            }
+            ApiError::Live(
+                LiveError::Wal(_) | LiveError::Record { .. } | LiveError::Profile(_),
+            ) => ("log_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::LiveDisabled => ("live_disabled", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),

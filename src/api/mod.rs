@@ -52,7 +52,7 @@ pub struct AppState {
     model: ArcSwapOption<Model>,
     /// Live events and their log, for the served model (none: events are refused).
     live: ArcSwapOption<Live>,
-    profiles: Profiles,
+    profiles: Arc<Profiles>,
     request_timeout: Duration,
 }
 
@@ -66,12 +66,13 @@ impl AppState {
         Arc::new(AppState {
             model: ArcSwapOption::empty(),
             live: ArcSwapOption::empty(),
-            profiles: Profiles::new(capacity),
+            profiles: Arc::new(Profiles::new(capacity)),
             request_timeout,
         })
     }
 
-    pub fn profiles(&self) -> &Profiles {
+    /// The onboarded users' profiles: give them to `Live::open`, which logs and replays them.
+    pub fn profiles(&self) -> &Arc<Profiles> {
         &self.profiles
     }
 
@@ -324,7 +325,21 @@ async fn put_user(
     let profile = Profile::from_input(input)?;
     let model = state.model();
     let view = UserView::of(&user_id, &profile, model.as_deref());
-    let status = match state.profiles.put(&user_id, profile)? {
+    // With live events, the profile is logged durably before it is stored and answered.
+    let stored = match state.live() {
+        Some(live) => {
+            let id = user_id.clone();
+            tokio::task::spawn_blocking(move || live.put_profile(&id, profile))
+                .await
+                .map_err(|e| ApiError::Internal(format!("profile store stopped: {e}")))?
+                .map_err(|e| match e {
+                    LiveError::Profile(e) => ApiError::Profile(e),
+                    other => ApiError::Live(other),
+                })?
+        }
+        None => state.profiles.put(&user_id, profile)?,
+    };
+    let status = match stored {
         Stored::Created => StatusCode::CREATED,
         Stored::Updated => StatusCode::OK,
     };

@@ -2,7 +2,8 @@
 //!
 //! `Live` holds, for the model it serves, each active user's signals (posts seen, hidden and
 //! reported, languages engaged with) and their embedding as events moved it, and writes every
-//! accepted batch to a write-ahead log (`wal`) before acknowledging it. On start the log is
+//! accepted batch, and every onboarding profile, to a write-ahead log (`wal`) before
+//! acknowledging it. On start the log is
 //! replayed onto the model, so the state after a crash is the state of the last acknowledged
 //! batch (or later: a batch synced but not yet acknowledged when the process died is present
 //! too).
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::candidates::UserSignals;
 use crate::feed::Model;
+use crate::profiles::{Profile, ProfileError, Profiles, Stored};
 use crate::snapshot::{MAX_ID_BYTES, MAX_UNIX_SECONDS, Stats};
 use crate::wal::{Wal, WalError, WalOptions};
 
@@ -87,6 +89,8 @@ enum LogRecord {
     Carried(Vec<Event>),
     /// The model the following records were applied to.
     Model { version: String },
+    /// An onboarding (`PUT /v1/users/{id}`): carried over every compaction, the latest per user.
+    Profile { user_id: String, profile: Profile },
 }
 
 /// Limits and learning rates. `[live]` in the config file.
@@ -139,6 +143,8 @@ pub enum LiveError {
     Record { index: usize, message: String },
     #[error("batch of {0} events: at most {MAX_EVENTS_PER_BATCH} per request")]
     TooManyEvents(usize),
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
 }
 
 /// Why one item of a batch was refused.
@@ -171,6 +177,8 @@ pub struct Replayed {
 /// The live state of one model, and its log.
 pub struct Live {
     model: Arc<Model>,
+    /// The onboarded users' profiles, shared with whoever serves them (they outlive models).
+    profiles: Arc<Profiles>,
     users: RwLock<Users>,
     wal: Wal,
     options: LiveOptions,
@@ -191,10 +199,12 @@ impl Live {
     /// Opens (or creates) the log in `dir`, replays it onto `model`, and compacts it first if
     /// it was written for another model version: then only hides and reports are carried over
     /// (as signals), and other events newer than the snapshot's newest post.
+    /// Profiles logged by `put_profile` are restored into `profiles`.
     pub fn open(
         model: Arc<Model>,
         dir: &Path,
         options: LiveOptions,
+        profiles: Arc<Profiles>,
     ) -> Result<(Live, Replayed), LiveError> {
         let (wal, recovered) = Wal::open(dir, WalOptions { sync: options.sync })?;
         let truncated_bytes = recovered.truncated.as_ref().map(|t| t.dropped_bytes);
@@ -253,6 +263,7 @@ impl Live {
         let next_to_apply = Mutex::new(wal.stats().records);
         let live = Live {
             model,
+            profiles,
             users: RwLock::new(Users::default()),
             wal,
             options,
@@ -267,6 +278,12 @@ impl Live {
                     LogRecord::Events(batch) => (batch, true),
                     LogRecord::Carried(batch) => (batch, false),
                     LogRecord::Model { .. } => continue,
+                    LogRecord::Profile { user_id, profile } => {
+                        if let Err(e) = live.profiles.put(user_id, profile.clone()) {
+                            tracing::warn!(user_id, error = %e, "logged profile not restored");
+                        }
+                        continue;
+                    }
                 };
                 for event in batch {
                     // Logged events were validated against a model: a post missing from this
@@ -292,6 +309,32 @@ impl Live {
 
     pub fn model(&self) -> &Arc<Model> {
         &self.model
+    }
+
+    /// Stores `profile` for `user_id` once it is logged durably. A new user past the profiles'
+    /// capacity is refused before anything is logged.
+    pub fn put_profile(&self, user_id: &str, profile: Profile) -> Result<Stored, LiveError> {
+        if self.profiles.is_full_for(user_id) {
+            return Err(ProfileError::Full {
+                capacity: self.profiles.capacity(),
+            }
+            .into());
+        }
+        let record = LogRecord::Profile {
+            user_id: user_id.to_string(),
+            profile: profile.clone(),
+        };
+        // The turn keeps the log's order: a replay applies profiles where they were logged.
+        let receipt = self.wal.append(vec![encode(&record)])?;
+        let mut next = self.next_to_apply.lock().unwrap_or_else(|e| e.into_inner());
+        while *next != receipt.first_seq {
+            next = self.turn.wait(next).unwrap_or_else(|e| e.into_inner());
+        }
+        let stored = self.profiles.put(user_id, profile);
+        *next += receipt.count as u64;
+        drop(next);
+        self.turn.notify_all();
+        Ok(stored?)
     }
 
     pub fn options(&self) -> &LiveOptions {
@@ -443,16 +486,23 @@ fn encode(record: &LogRecord) -> Vec<u8> {
     postcard::to_allocvec(record).expect("log records always encode")
 }
 
-/// Compaction for a new model whose snapshot reaches `now`: hides and reports are kept (as
-/// signals only: no snapshot carries a user's hidden posts), other events only if newer.
+/// Compaction for a new model whose snapshot reaches `now`: profiles are kept (the latest per
+/// user), hides and reports too (as signals only: no snapshot carries a user's hidden posts),
+/// other events only if newer.
 fn carry_over(records: Vec<LogRecord>, now: i64) -> Vec<LogRecord> {
     let mut carried = Vec::new();
     let mut newer = Vec::new();
+    let mut profiles: Vec<(String, Profile)> = Vec::new();
     for record in records {
         let (batch, effects) = match record {
             LogRecord::Events(batch) => (batch, true),
             LogRecord::Carried(batch) => (batch, false),
             LogRecord::Model { .. } => continue,
+            LogRecord::Profile { user_id, profile } => {
+                profiles.retain(|(u, _)| *u != user_id);
+                profiles.push((user_id, profile));
+                continue;
+            }
         };
         for event in batch {
             if effects && event.ts > now {
@@ -462,7 +512,10 @@ fn carry_over(records: Vec<LogRecord>, now: i64) -> Vec<LogRecord> {
             }
         }
     }
-    let mut out = Vec::new();
+    let mut out: Vec<LogRecord> = profiles
+        .into_iter()
+        .map(|(user_id, profile)| LogRecord::Profile { user_id, profile })
+        .collect();
     if !carried.is_empty() {
         out.push(LogRecord::Carried(carried));
     }

@@ -8,6 +8,7 @@ use crate::candidates::IndexKind;
 use crate::demo::{self, DemoConfig};
 use crate::feed::{FeedOptions, FeedRequest, RequestContext};
 use crate::index::dot;
+use crate::profiles::{Profile, ProfileError, ProfileInput, Profiles};
 use crate::snapshot::{Metric, Snapshot};
 
 fn world() -> &'static Snapshot {
@@ -40,7 +41,22 @@ fn model_named(version: &str) -> Arc<Model> {
 }
 
 fn open(dir: &Path, options: LiveOptions) -> (Live, Replayed) {
-    Live::open(model(), dir, options).unwrap()
+    Live::open(model(), dir, options, profiles()).unwrap()
+}
+
+/// Opens the log in `dir` for a fresh model of the world named `version`.
+fn open_as(version: &str, dir: &Path) -> (Live, Replayed) {
+    Live::open(
+        model_named(version),
+        dir,
+        LiveOptions::default(),
+        profiles(),
+    )
+    .unwrap()
+}
+
+fn profiles() -> Arc<Profiles> {
+    Arc::new(Profiles::new(1_000))
 }
 
 fn event(user: &str, post: &str, kind: &str) -> serde_json::Value {
@@ -359,8 +375,7 @@ fn a_new_model_keeps_hides_and_reports_and_drops_older_events() {
             json!({"user_id": "u", "post_id": other, "type": "save", "ts": 253_402_300_000_i64});
         live.ingest(vec![newer]).unwrap();
     }
-    let (live, replayed) =
-        Live::open(model_named("next"), dir.path(), LiveOptions::default()).unwrap();
+    let (live, replayed) = open_as("next", dir.path());
     assert_eq!(
         replayed.compacted,
         Some((3, 2)),
@@ -376,8 +391,7 @@ fn a_new_model_keeps_hides_and_reports_and_drops_older_events() {
     );
     drop(live);
     // Reopened with the same model: nothing more to compact, the same state.
-    let (live, replayed) =
-        Live::open(model_named("next"), dir.path(), LiveOptions::default()).unwrap();
+    let (live, replayed) = open_as("next", dir.path());
     assert_eq!(replayed.compacted, None);
     assert_eq!(live.summary("u").unwrap().hidden, 1);
 }
@@ -402,4 +416,72 @@ fn an_embedding_turns_by_at_most_its_step_and_keeps_its_length() {
     assert_eq!(moved(None, &p, -0.2, Metric::Cosine), None);
     // A zero post changes nothing.
     assert_eq!(moved(Some(v.clone()), &[0.0; 3], 0.2, Metric::Dot), Some(v));
+}
+
+fn profile(langs: &[&str], follows: &[&str]) -> Profile {
+    Profile::from_input(ProfileInput {
+        langs: langs.iter().map(|s| s.to_string()).collect(),
+        follows: follows.iter().map(|s| s.to_string()).collect(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn profiles_are_logged_replayed_and_carried_to_a_new_model() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (live, _) = open(dir.path(), LiveOptions::default());
+        live.put_profile("newbie", profile(&["en"], &["cats"]))
+            .unwrap();
+        live.put_profile("newbie", profile(&["en", "zh"], &["cats", "food"]))
+            .unwrap();
+        live.put_profile("other", profile(&["zh"], &[])).unwrap();
+    }
+    let restored = profiles();
+    let (_live, _) = Live::open(
+        model(),
+        dir.path(),
+        LiveOptions::default(),
+        restored.clone(),
+    )
+    .unwrap();
+    assert_eq!(restored.get("newbie").unwrap().follows, ["cats", "food"]);
+    assert_eq!(restored.len(), 2);
+    drop(_live);
+    // A new model: the latest profile of each user is carried over.
+    let carried = profiles();
+    let (_, replayed) = Live::open(
+        model_named("later"),
+        dir.path(),
+        LiveOptions::default(),
+        carried.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        replayed.compacted,
+        Some((4, 2)),
+        "marker and three puts; two profiles kept"
+    );
+    assert_eq!(carried.get("newbie").unwrap().langs, ["en", "zh"]);
+    assert_eq!(carried.get("other").unwrap().langs, ["zh"]);
+}
+
+#[test]
+fn a_full_profile_store_refuses_a_new_user_before_logging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Profiles::new(1));
+    let (live, _) = Live::open(model(), dir.path(), LiveOptions::default(), store.clone()).unwrap();
+    live.put_profile("one", profile(&["en"], &[])).unwrap();
+    let refused = live.put_profile("two", profile(&["en"], &[]));
+    assert!(matches!(
+        refused,
+        Err(LiveError::Profile(ProfileError::Full { capacity: 1 }))
+    ));
+    live.put_profile("one", profile(&["zh"], &[])).unwrap();
+    drop(live);
+    let store = Arc::new(Profiles::new(10));
+    let (_live, _) =
+        Live::open(model(), dir.path(), LiveOptions::default(), store.clone()).unwrap();
+    assert_eq!(store.len(), 1, "the refused one was never logged");
+    assert_eq!(store.get("one").unwrap().langs, ["zh"]);
 }
