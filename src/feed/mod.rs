@@ -40,7 +40,7 @@ use crate::candidates::{
     self, Candidate, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source, SourceLists,
     SourceQuotas, SourceWindows, Sourced, UserSignals,
 };
-use crate::hashtags::{HashtagOptions, HashtagPick, HashtagQuery, Hashtags};
+use crate::hashtags::{HashtagOptions, HashtagPick, HashtagQuery, Hashtags, PostCount};
 use crate::index::HnswParams;
 use crate::policy::{
     self, AdCandidate, Arrangement, CandidateSet, Lang, OrganicCandidate, PolicyConfig,
@@ -580,13 +580,27 @@ impl Model {
     }
 
     /// Records engagement on post `row` (counts to add to its stats): from the next request
-    /// on, its value and clickbait terms use the new stats, and once its reports pass the
-    /// threshold it is shown to nobody. Returns the new stats. The non-personal lists
+    /// on, its value and clickbait terms use the new stats, its hashtags' mean value and
+    /// reported share follow, and once its reports pass the threshold it is shown to nobody. Returns the new stats. The non-personal lists
     /// (trending, fresh, the newcomers' ranking) keep the snapshot's order until the next
     /// model; each of their posts is scored with the new stats.
     pub fn record_engagement(&self, row: u32, delta: &Stats) -> Stats {
-        let base = &self.snapshot.posts[row as usize].stats;
-        self.updates.add(row, base, delta, &self.weights.scoring)
+        let post = &self.snapshot.posts[row as usize];
+        let scoring = &self.weights.scoring;
+        let before = self.post_stats(row);
+        let after = self.updates.add(row, &post.stats, delta, scoring);
+        // The post's tags: their mean value, and the share of their posts reported.
+        let count = |stats: &Stats| {
+            let reported = scoring::reported_past_threshold(stats, scoring);
+            PostCount {
+                organic: post.kind == PostKind::Organic && !reported,
+                reported,
+                value: scoring::value_score(stats, scoring),
+            }
+        };
+        self.hashtags
+            .record_post_change(&post.hashtags, count(&before), count(&after));
+        after
     }
 
     /// Posts whose stats live events changed, and whether post `row` was taken out by reports

@@ -33,11 +33,15 @@
 //! `max_reported_share`: a tag carried by ads or by reported posts would lead to a feed of
 //! them. Tags the viewer already follows are left out.
 //!
-//! Statistics and vectors are derived once per model (`Hashtags::build`); a recommendation
-//! reads them and allocates only its result. A tag's vector is its row of `hashtags.npy` when
+//! Statistics and vectors are derived once per model (`Hashtags::build`). Live events then
+//! move posts' value scores and report counts (`Hashtags::record_post_change`): each tag's
+//! mean value and eligibility follow from the next recommendation on; activity (trending) is
+//! the snapshot's. A tag's vector is its row of `hashtags.npy` when
 //! the snapshot has one, else the mean of its organic posts' vectors.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -195,11 +199,27 @@ struct TagEntry {
     organic_posts: u32,
     paid_posts: u32,
     reported_posts: u32,
-    /// Mean value score of its organic posts, shrunk (see [`VALUE_PRIOR_POSTS`]).
-    value: f32,
+    /// Sum of the value scores of its organic posts (the mean is shrunk: see
+    /// [`VALUE_PRIOR_POSTS`]).
+    value_sum: f32,
     /// 0 (one community) to 1 (even across communities, or bilingual).
     bridge: f32,
-    eligible: bool,
+}
+
+/// What live events changed in a tag's counts since the snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+struct TagChange {
+    organic_posts: i32,
+    reported_posts: i32,
+    value_sum: f32,
+}
+
+/// What follows from the counts, for every tag: recomputed after live changes.
+#[derive(Debug)]
+struct Derived {
+    eligible: Vec<bool>,
+    /// Mean value scaled to [0, 1] over eligible tags.
+    value_scaled: Vec<f32>,
 }
 
 /// Hashtag statistics and vectors of one model, and the recommender over them.
@@ -212,9 +232,12 @@ pub struct Hashtags {
     /// Unit vectors, `dim` per tag, zeros for a tag without one (`has_vector` false).
     vectors: Vec<f32>,
     has_vector: Vec<bool>,
-    /// Value scaled to [0, 1] over eligible tags.
-    value_scaled: Vec<f32>,
     options: HashtagOptions,
+    /// Changes live events made to tags' counts (`Hashtags::record_post_change`).
+    changes: Mutex<HashMap<u32, TagChange>>,
+    /// Set by a change, cleared when `derived` is recomputed.
+    stale: AtomicBool,
+    derived: RwLock<Arc<Derived>>,
 }
 
 /// What a recommendation is for.
@@ -305,9 +328,8 @@ impl Hashtags {
                     organic_posts: 0,
                     paid_posts: 0,
                     reported_posts: 0,
-                    value: 0.0,
+                    value_sum: 0.0,
                     bridge: 0.0,
-                    eligible: false,
                 });
                 (tags.len() - 1) as u32
             }) as usize
@@ -341,7 +363,7 @@ impl Hashtags {
                 }
                 if post.kind == PostKind::Organic && !reported {
                     t.organic_posts += 1;
-                    t.value += value;
+                    t.value_sum += value;
                 }
                 if organic && !reported {
                     let activity = match lang_ids.get(post.lang.as_str()) {
@@ -401,14 +423,9 @@ impl Hashtags {
             }
             has_vector[id] = normalise(out);
 
-            t.value /= t.organic_posts as f32 + VALUE_PRIOR_POSTS;
             t.bridge = bridge(&t.by_lang, &t.mixed);
-            let all = t.all_posts as f32;
-            t.eligible = t.organic_posts >= options.min_posts.max(1)
-                && t.paid_posts as f32 <= options.max_paid_share * all
-                && t.reported_posts as f32 <= options.max_reported_share * all;
         }
-        let value_scaled = scaled(tags.iter().map(|t| (t.eligible, t.value)));
+        let derived = derive(&tags, &HashMap::new(), &options);
         Hashtags {
             tags,
             ids,
@@ -416,9 +433,52 @@ impl Hashtags {
             dim,
             vectors,
             has_vector,
-            value_scaled,
             options,
+            changes: Mutex::new(HashMap::new()),
+            stale: AtomicBool::new(false),
+            derived: RwLock::new(Arc::new(derived)),
         }
+    }
+
+    /// Records that live events changed a post carrying `tags`: whether it counted as an
+    /// organic post (organic and not past the report threshold) and its value score, before
+    /// and after, and whether reports have now passed the threshold. The next recommendation
+    /// sees the tags' new mean value and eligibility.
+    pub fn record_post_change(&self, tags: &[String], before: PostCount, after: PostCount) {
+        if before == after {
+            return;
+        }
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        for tag in tags {
+            let Some(&id) = self.ids.get(tag.as_str()) else {
+                continue;
+            };
+            let change = changes.entry(id).or_default();
+            for (count, sign) in [(before, -1), (after, 1)] {
+                if count.organic {
+                    change.organic_posts += sign;
+                    change.value_sum += sign as f32 * count.value;
+                }
+                if count.reported {
+                    change.reported_posts += sign;
+                }
+            }
+        }
+        self.stale.store(true, Ordering::Release);
+    }
+
+    /// Eligibility and scaled values, recomputed first if live events changed counts.
+    fn derived(&self) -> Arc<Derived> {
+        if self.stale.swap(false, Ordering::AcqRel) {
+            let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = Arc::new(derive(&self.tags, &changes, &self.options));
+            *self.derived.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+            return fresh;
+        }
+        self.derived
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Tags known to the model (from posts, follows or `hashtags.jsonl`).
@@ -432,7 +492,7 @@ impl Hashtags {
 
     /// Tags that can be recommended.
     pub fn eligible(&self) -> usize {
-        self.tags.iter().filter(|t| t.eligible).count()
+        self.derived().eligible.iter().filter(|&&e| e).count()
     }
 
     pub fn options(&self) -> &HashtagOptions {
@@ -516,8 +576,9 @@ impl Hashtags {
             (recent.ln_1p(), total.ln_1p())
         };
         let excluded = |tag: &str| query.exclude.iter().any(|e| e == tag);
+        let derived = self.derived();
         let candidates: Vec<usize> = (0..self.tags.len())
-            .filter(|&id| self.tags[id].eligible && !excluded(&self.tags[id].tag))
+            .filter(|&id| derived.eligible[id] && !excluded(&self.tags[id].tag))
             .collect();
         let (max_recent, max_total) = candidates.iter().fold((0.0f32, 0.0f32), |(r, a), &id| {
             let (recent, total) = activity(&self.tags[id]);
@@ -541,7 +602,7 @@ impl Hashtags {
             Terms {
                 trending: options.velocity_share * ratio(recent, max_recent)
                     + (1.0 - options.velocity_share) * ratio(total, max_total),
-                value: self.value_scaled[id],
+                value: derived.value_scaled[id],
                 bridge: t.bridge,
                 affinity,
             }
@@ -672,6 +733,44 @@ impl Hashtags {
         // Stable: equal scores keep the order they were chosen in.
         picks.sort_by(|a, b| b.1.total_cmp(&a.1));
         picks
+    }
+}
+
+/// Whether a post counts for its tags' statistics, and its value: one side of
+/// `Hashtags::record_post_change`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PostCount {
+    /// Organic and not past the report threshold.
+    pub organic: bool,
+    /// Past the report threshold.
+    pub reported: bool,
+    pub value: f32,
+}
+
+/// Eligibility and scaled mean values of every tag, with live `changes` applied.
+fn derive(
+    tags: &[TagEntry],
+    changes: &HashMap<u32, TagChange>,
+    options: &HashtagOptions,
+) -> Derived {
+    let mut eligible = Vec::with_capacity(tags.len());
+    let mut values = Vec::with_capacity(tags.len());
+    for (id, t) in tags.iter().enumerate() {
+        let change = changes.get(&(id as u32)).copied().unwrap_or_default();
+        let organic = (t.organic_posts as i64 + i64::from(change.organic_posts)).max(0) as f32;
+        let reported = (t.reported_posts as i64 + i64::from(change.reported_posts)).max(0) as f32;
+        let all = t.all_posts as f32;
+        eligible.push(
+            organic >= options.min_posts.max(1) as f32
+                && t.paid_posts as f32 <= options.max_paid_share * all
+                && reported <= options.max_reported_share * all,
+        );
+        values.push((t.value_sum + change.value_sum) / (organic + VALUE_PRIOR_POSTS));
+    }
+    let value_scaled = scaled(eligible.iter().copied().zip(values.iter().copied()));
+    Derived {
+        eligible,
+        value_scaled,
     }
 }
 

@@ -652,3 +652,55 @@ proptest! {
         prop_assert_eq!(got.len(), picks.len());
     }
 }
+
+#[test]
+fn live_changes_move_a_tags_value_and_eligibility() {
+    let mut posts = Vec::new();
+    for i in 0..8 {
+        posts.push(organic(i, "en", &["plain"], 1));
+    }
+    for i in 8..16 {
+        posts.push(organic(i, "en", &["other"], 1));
+    }
+    let options = HashtagOptions {
+        trending_weight: 0.1,
+        ..no_variety()
+    };
+    let hashtags = build(&snapshot(posts, vec![], &[]), options);
+    assert_eq!(hashtags.eligible(), 2);
+    let counted = |value: f32| PostCount {
+        organic: true,
+        reported: false,
+        value,
+    };
+    // Four of `plain`'s posts become valuable: it leads on value.
+    let tags = vec!["plain".to_string()];
+    for _ in 0..4 {
+        hashtags.record_post_change(&tags, counted(0.0), counted(0.9));
+    }
+    let picks = hashtags.recommend(&query(Some("en"), 2));
+    assert_eq!(
+        (picks[0].tag, picks[0].reason),
+        ("plain", Reason::HighValue)
+    );
+    // Reports take two of `other`'s posts past the threshold: 2 of 8 is above the 20% a tag
+    // may carry, and it leaves the recommendations.
+    let tags = vec!["other".to_string()];
+    let reported = PostCount {
+        organic: false,
+        reported: true,
+        value: 0.0,
+    };
+    hashtags.record_post_change(&tags, counted(0.0), reported);
+    assert_eq!(hashtags.eligible(), 2, "1 of 8 is allowed");
+    hashtags.record_post_change(&tags, counted(0.0), reported);
+    assert_eq!(hashtags.eligible(), 1);
+    assert_eq!(tags_of_page(&hashtags), ["plain"]);
+    // A change that changes nothing is ignored.
+    hashtags.record_post_change(&tags, reported, reported);
+    assert_eq!(hashtags.eligible(), 1);
+}
+
+fn tags_of_page(hashtags: &Hashtags) -> Vec<&str> {
+    tags(&hashtags.recommend(&query(Some("en"), 10)))
+}
