@@ -792,3 +792,43 @@ fn eval_hashtags_scores_popularity_and_history_as_computed_by_hand() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("k: must be from 1 to 50"));
 }
+
+#[test]
+fn serve_refuses_a_data_directory_whose_log_it_cannot_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot");
+    small_demo(&snapshot, "9");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let log = data.join("events.wal");
+    std::fs::write(&log, b"not a log at all").unwrap();
+    let (code, stderr) = serve_until_exit(&[
+        "--snapshot",
+        snapshot.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("events.wal"), "{stderr}");
+    assert!(
+        stderr.contains("cannot open the write-ahead log"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        b"not a log at all",
+        "left as it was"
+    );
+}
+
+#[test]
+fn serve_rejects_live_limits_out_of_range_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("feedrank.toml");
+    std::fs::write(&config, "[live]\nmax_users = 0\n").unwrap();
+    let (code, stderr) = serve_until_exit(&["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("live.max_users"), "{stderr}");
+}
