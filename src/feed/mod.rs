@@ -603,12 +603,7 @@ impl Model {
         after
     }
 
-    /// Posts whose stats live events changed, and whether post `row` was taken out by reports
-    /// since the snapshot.
-    pub fn engagement_recorded(&self) -> usize {
-        self.updates.changed()
-    }
-
+    /// Whether post `row` was taken out by reports recorded since the snapshot.
     pub fn suppressed_by_reports(&self, row: u32) -> bool {
         self.updates.suppressed(row)
     }

@@ -62,9 +62,4 @@ impl PostUpdates {
     pub fn suppressed(&self, row: u32) -> bool {
         self.suppressed[row as usize].load(Ordering::Acquire)
     }
-
-    /// Posts whose stats changed.
-    pub fn changed(&self) -> usize {
-        self.stats.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }

@@ -45,7 +45,7 @@ use crate::candidates::UserSignals;
 use crate::feed::Model;
 use crate::profiles::{Profile, ProfileError, Profiles, Stored};
 use crate::snapshot::{MAX_ID_BYTES, MAX_UNIX_SECONDS, Stats};
-use crate::wal::{Wal, WalError, WalOptions};
+use crate::wal::{AppendReceipt, Wal, WalError, WalOptions};
 
 pub use state::UserSummary;
 use state::Users;
@@ -324,17 +324,24 @@ impl Live {
             user_id: user_id.to_string(),
             profile: profile.clone(),
         };
-        // The turn keeps the log's order: a replay applies profiles where they were logged.
         let receipt = self.wal.append(vec![encode(&record)])?;
+        Ok(self.in_turn(&receipt, || self.profiles.put(user_id, profile))?)
+    }
+
+    /// Runs `apply` for the records of `receipt` once every record logged before them has
+    /// been applied, so that live state is built in log order, as a replay builds it.
+    /// Records synced together are answered together, so the wait is only for the others of
+    /// the same group.
+    fn in_turn<T>(&self, receipt: &AppendReceipt, apply: impl FnOnce() -> T) -> T {
         let mut next = self.next_to_apply.lock().unwrap_or_else(|e| e.into_inner());
         while *next != receipt.first_seq {
             next = self.turn.wait(next).unwrap_or_else(|e| e.into_inner());
         }
-        let stored = self.profiles.put(user_id, profile);
+        let result = apply();
         *next += receipt.count as u64;
         drop(next);
         self.turn.notify_all();
-        Ok(stored?)
+        result
     }
 
     pub fn options(&self) -> &LiveOptions {
@@ -390,21 +397,12 @@ impl Live {
         }
         let events: Vec<Event> = valid.iter().map(|(e, _)| e.clone()).collect();
         let receipt = self.wal.append(vec![encode(&LogRecord::Events(events))])?;
-        // Wait for the batches logged before this one to be applied. Batches synced together
-        // are answered together, so the wait is only for the others of the same group.
-        let mut next = self.next_to_apply.lock().unwrap_or_else(|e| e.into_inner());
-        while *next != receipt.first_seq {
-            next = self.turn.wait(next).unwrap_or_else(|e| e.into_inner());
-        }
-        {
+        self.in_turn(&receipt, || {
             let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
             for (event, row) in &valid {
                 users.apply(&self.model, &self.options, event, *row, true);
             }
-        }
-        *next += receipt.count as u64;
-        drop(next);
-        self.turn.notify_all();
+        });
         Ok(BatchOutcome {
             accepted: valid.len(),
             rejected,
