@@ -16,6 +16,8 @@
 #   --connections C    concurrent connections (default 32)
 #   --port P           port on 127.0.0.1 (default 18090)
 #   --keep-going       after the fixed rates, keep doubling the rate until p99 exceeds 20 ms
+#   --events B         then POST /v1/events flat out, B events per batch (fsync on), and
+#                      report events/s (default 0: no events step)
 #   FEEDRANK_BIN=PATH  use this feedrank binary instead of building one
 #
 # The first run builds the release binary, installs oha with `cargo install` if it is absent
@@ -32,6 +34,7 @@ duration=20s
 connections=32
 port=18090
 keep_going=0
+events=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --posts) posts=$2; shift 2 ;;
@@ -42,7 +45,8 @@ while [ $# -gt 0 ]; do
     --connections) connections=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
     --keep-going) keep_going=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --events) events=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -79,9 +83,18 @@ fi
 base="http://127.0.0.1:$port"
 log=$(mktemp)
 out=$(mktemp -d)
-FEEDRANK_LOG_FORMAT=text "$bin" serve --snapshot "$world" --addr "127.0.0.1:$port" >"$log" 2>&1 &
+# A fresh write-ahead log for every run, on the checkout's disk (a tmpfs would hide what fsync
+# costs).
+data=target/load-test/data-$$
+rm -rf "$data"
+FEEDRANK_LOG_FORMAT=text "$bin" serve --snapshot "$world" --addr "127.0.0.1:$port" \
+  --data-dir "$data" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$log" "$out"; }
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$log" "$out" "$data"
+}
 trap cleanup EXIT
 
 started=$(date +%s.%N)
@@ -131,6 +144,14 @@ echo "flat out with $connections connections for $duration..."
 run "max" 0
 steps+=("max")
 
+if [ "$events" -gt 0 ]; then
+  python3 scripts/events_load.py body "$world/posts.jsonl" "$events" >"$out/events.json"
+  echo "POST /v1/events flat out, $events events per batch, $connections connections for $duration..."
+  oha --no-tui --output-format json -z "$duration" -c "$connections" -m POST \
+    -H 'content-type: application/json' -D "$out/events.json" "$base/v1/events" \
+    >"$out/events-run.json"
+fi
+
 python3 - "$out" "$connections" "$duration" "${steps[@]}" <<'EOF'
 import json, os, sys
 out, connections, duration, steps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
@@ -155,8 +176,11 @@ for step in steps:
 print()
 print("p99 first above 20 ms at", f"{crossed}/s" if crossed else "none of the fixed rates")
 EOF
+if [ "$events" -gt 0 ]; then
+  python3 scripts/events_load.py report "$out/events-run.json" "$events" "$connections" "$duration"
+fi
 echo "resident memory after the run: $(rss)"
 kill -TERM "$pid"
 wait "$pid" || { echo "server exit code $? after SIGTERM"; cat "$log"; exit 1; }
 trap - EXIT
-rm -rf "$log" "$out"
+rm -rf "$log" "$out" "$data"
