@@ -292,3 +292,16 @@ async fn a_hide_holds_from_its_answer_on_under_concurrent_requests() {
     let (_, view) = get(&app, &format!("/v1/users/{user}")).await;
     assert_eq!(view["live"]["hidden"], targets.len());
 }
+
+#[tokio::test]
+async fn a_like_makes_a_strangers_hashtags_personal() {
+    let (app, _dir) = app();
+    let (_, before) = get(&app, "/v1/users/stranger/hashtags").await;
+    assert_eq!(before["personal"], false);
+    let body = json!({"events": [event("stranger", &world().posts[0].id, "like")]}).to_string();
+    let (status, _) = post_events(&app, body).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, after) = get(&app, "/v1/users/stranger/hashtags").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["personal"], true, "{after}");
+}

@@ -34,7 +34,7 @@ pub use error::ApiError;
 use crate::feed::{
     DEFAULT_HASHTAG_LIMIT, DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext,
 };
-use crate::live::{Live, LiveError, MAX_EVENTS_PER_BATCH};
+use crate::live::{Live, LiveError};
 use crate::profiles::{Profile, ProfileInput, Profiles, Stored};
 
 /// Largest `PUT /v1/users/{id}` body: 50 hashtags of 128 bytes fit with room to spare.
@@ -160,12 +160,11 @@ async fn feed(
 ) -> Result<Response, ApiError> {
     let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|_| FeedError::InvalidLimit(format!("{raw:?}")))?,
-    };
+    let limit = parse_limit(
+        query.limit.as_deref(),
+        DEFAULT_LIMIT,
+        FeedError::InvalidLimit,
+    )?;
     let model = state.model().ok_or(ApiError::NotReady)?;
     let request = FeedRequest {
         user_id: &user_id,
@@ -213,23 +212,39 @@ async fn hashtags(
 ) -> Result<Response, ApiError> {
     let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
     let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
-    let limit = match query.limit.as_deref() {
-        None => DEFAULT_HASHTAG_LIMIT,
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|_| FeedError::InvalidHashtagLimit(format!("{raw:?}")))?,
-    };
+    let limit = parse_limit(
+        query.limit.as_deref(),
+        DEFAULT_HASHTAG_LIMIT,
+        FeedError::InvalidHashtagLimit,
+    )?;
     let model = state.model().ok_or(ApiError::NotReady)?;
     let profile = state.profiles.get(&user_id);
-    let viewed = live_state(&state, &model, &user_id, false);
+    // Only the embedding counts here: the user's signals are not built.
+    let vector = state
+        .live()
+        .filter(|live| Arc::ptr_eq(live.model(), &model))
+        .and_then(|live| live.vector(&user_id));
     let page = model.recommend_hashtags(
         &user_id,
         profile.as_deref(),
-        viewed.as_ref().and_then(|v| v.vector.as_deref()),
+        vector.as_deref(),
         query.lang.as_deref(),
         limit,
     )?;
     Ok(Json(page).into_response())
+}
+
+/// A `limit` query parameter: the default when absent; a value that is not a number is the
+/// route's own error (the range is checked by the feed layer).
+fn parse_limit(
+    raw: Option<&str>,
+    default: usize,
+    invalid: fn(String) -> FeedError,
+) -> Result<usize, FeedError> {
+    match raw {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|_| invalid(format!("{raw:?}"))),
+    }
 }
 
 /// `user_id`'s live state, if the served model has live events and the user any.
@@ -258,9 +273,6 @@ async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input: EventsBody = json_body(body, EVENTS_BODY_LIMIT, EVENTS_EXAMPLE)?;
-    if input.events.len() > MAX_EVENTS_PER_BATCH {
-        return Err(LiveError::TooManyEvents(input.events.len()).into());
-    }
     let live = state.live().ok_or(ApiError::LiveDisabled)?;
     let outcome = tokio::task::spawn_blocking(move || live.ingest(input.events))
         .await

@@ -196,11 +196,9 @@ pub fn run(model: &Model, held_out: &HeldOut, k: usize) -> Result<HashtagEvalRep
             warm_time += started.elapsed();
             let tags = page.hashtags.iter().map(|p| p.tag.to_string()).collect();
             warm_lists.insert(user, tags);
-            let own = used_by.get(user).map_or(Vec::new(), |own| {
-                let mut own = most_used(own, &[], k);
-                own.truncate(k);
-                own
-            });
+            let own = used_by
+                .get(user)
+                .map_or(Vec::new(), |own| most_used(own, &[], k));
             let history = most_used(&popular, &own, k);
             history_lists.insert(user, history);
         }

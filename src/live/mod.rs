@@ -454,6 +454,12 @@ impl Live {
         users.viewed(&self.model, user_id, with_seen)
     }
 
+    /// `user_id`'s embedding as events moved it, if they did.
+    pub fn vector(&self, user_id: &str) -> Option<Vec<f32>> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.vector(user_id)
+    }
+
     /// Counts of `user_id`'s live state.
     pub fn summary(&self, user_id: &str) -> Option<UserSummary> {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());

@@ -138,6 +138,10 @@ impl Users {
         })
     }
 
+    pub fn vector(&self, user_id: &str) -> Option<Vec<f32>> {
+        self.map.get(user_id)?.vector.clone()
+    }
+
     pub fn summary(&self, user_id: &str) -> Option<UserSummary> {
         let user = self.map.get(user_id)?;
         Some(UserSummary {
