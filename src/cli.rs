@@ -413,6 +413,13 @@ fn store_index(dir: &Path, config: Option<&Path>) -> ExitCode {
         },
         params,
     );
+    let retriever = match retriever {
+        Ok(retriever) => retriever,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let index = retriever.hnsw().expect("built as HNSW");
     println!(
         "indexed {} organic posts in {:.1} s (max_connections {}, ef_construction {})",
@@ -536,6 +543,7 @@ fn open_live(
                 data_dir = %data_dir.display(),
                 batches = replayed.batches,
                 events = replayed.events,
+                posts = replayed.posts,
                 truncated_bytes = replayed.truncated_bytes.unwrap_or(0),
                 users = live.users(),
                 elapsed_ms = started.elapsed().as_millis() as u64,

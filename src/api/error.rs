@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::feed::FeedError;
-use crate::live::LiveError;
+use crate::live::{LiveError, PostProblem};
 use crate::profiles::ProfileError;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,8 @@ pub enum ApiError {
     Profile(#[from] ProfileError),
     #[error("no user {0:?}: neither the model nor an onboarding knows them")]
     UnknownUser(String),
+    #[error("no post {0:?} in the serving model or published since")]
+    UnknownPost(String),
     #[error(transparent)]
     Live(#[from] LiveError),
     #[error("this service does not take live events (it runs without a data directory)")]
@@ -49,6 +51,9 @@ pub enum ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: String,
+    /// Every problem, when a request has several (a publishing request's posts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [PostProblem]>,
 }
 
 impl ApiError {
@@ -74,6 +79,7 @@ impl ApiError {
                 FeedError::Snapshot(_)
                 | FeedError::Scoring(_)
                 | FeedError::Policy(_)
+                | FeedError::Index(_)
                 | FeedError::InvalidOptions(_),
             ) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::InvalidQuery(_) => ("invalid_query", StatusCode::BAD_REQUEST),
@@ -88,8 +94,17 @@ impl ApiError {
                 ("profiles_full", StatusCode::SERVICE_UNAVAILABLE)
             }
             ApiError::UnknownUser(_) => ("unknown_user", StatusCode::NOT_FOUND),
+            ApiError::UnknownPost(_) => ("unknown_post", StatusCode::NOT_FOUND),
             ApiError::Live(LiveError::TooManyEvents(_)) => {
                 ("too_many_events", StatusCode::BAD_REQUEST)
+            }
+            ApiError::Live(LiveError::TooManyPosts(_)) => {
+                ("too_many_posts", StatusCode::BAD_REQUEST)
+            }
+            ApiError::Live(LiveError::InvalidPosts(_)) => ("invalid_post", StatusCode::BAD_REQUEST),
+            ApiError::Live(LiveError::PostsExist(_)) => ("post_exists", StatusCode::CONFLICT),
+            ApiError::Live(LiveError::PublishedFull { .. }) => {
+                ("published_full", StatusCode::SERVICE_UNAVAILABLE)
             }
             // The log could not be written: nothing of the batch was applied or acknowledged.
             ApiError::Live(
@@ -116,9 +131,16 @@ impl IntoResponse for ApiError {
         {
             tracing::warn!(code, error = %self, "request failed");
         }
+        let errors = match &self {
+            ApiError::Live(LiveError::InvalidPosts(list) | LiveError::PostsExist(list)) => {
+                Some(list.as_slice())
+            }
+            _ => None,
+        };
         let body = ErrorBody {
             code,
             message: self.to_string(),
+            errors,
         };
         let mut response = (status, Json(body)).into_response();
         if matches!(self, ApiError::NotReady) {

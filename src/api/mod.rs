@@ -8,6 +8,8 @@
 //! | `PUT /v1/users/{user_id}` | onboard or update a user: languages and picked hashtags |
 //! | `GET /v1/users/{user_id}` | what the service knows of a user |
 //! | `POST /v1/events` | a batch of user events, logged durably, then applied |
+//! | `POST /v1/posts` | publish posts (all or none), logged durably, then rankable |
+//! | `GET /v1/posts/{post_id}` | a post as the service ranks it now |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
 
@@ -42,6 +44,10 @@ pub const PROFILE_BODY_LIMIT: usize = 16 * 1024;
 
 /// Largest `POST /v1/events` body: a full batch of events with long ids fits.
 pub const EVENTS_BODY_LIMIT: usize = 512 * 1024;
+
+/// Largest `POST /v1/posts` body: a full batch of posts with 1,024-dimensional embeddings
+/// written in full precision fits.
+pub const POSTS_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// Onboarded users held when no capacity is configured.
 pub const DEFAULT_PROFILE_CAPACITY: usize = 1_000_000;
@@ -111,6 +117,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/events",
             post(post_events).layer(DefaultBodyLimit::max(EVENTS_BODY_LIMIT)),
         )
+        .route(
+            "/v1/posts",
+            post(post_posts).layer(DefaultBodyLimit::max(POSTS_BODY_LIMIT)),
+        )
+        .route("/v1/posts/{post_id}", get(get_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
@@ -280,6 +291,73 @@ async fn post_events(
     Ok(Json(outcome).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostsBody {
+    posts: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct Published<'a> {
+    model_version: &'a str,
+    /// Ids of the posts published, in the request's order.
+    published: Vec<&'a str>,
+}
+
+async fn post_posts(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input: PostsBody = json_body(body, POSTS_BODY_LIMIT, POSTS_EXAMPLE)?;
+    let live = state.live().ok_or(ApiError::LiveDisabled)?;
+    let publisher = live.clone();
+    let rows = tokio::task::spawn_blocking(move || publisher.publish(input.posts))
+        .await
+        .map_err(|e| ApiError::Internal(format!("publishing stopped: {e}")))??;
+    let model = live.model();
+    let body = Published {
+        model_version: model.model_version(),
+        published: rows
+            .iter()
+            .map(|&row| model.post(row).id.as_str())
+            .collect(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A post as the service ranks it now.
+#[derive(Debug, Serialize)]
+struct PostView<'a> {
+    model_version: &'a str,
+    #[serde(flatten)]
+    post: &'a crate::snapshot::Post,
+    /// Published after the snapshot (`POST /v1/posts`).
+    published: bool,
+    /// Taken out for everyone by reports.
+    suppressed: bool,
+}
+
+async fn get_post(
+    State(state): State<Arc<AppState>>,
+    post_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(post_id) = post_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let model = state.model().ok_or(ApiError::NotReady)?;
+    let row = model
+        .post_row(&post_id)
+        .ok_or_else(|| ApiError::UnknownPost(post_id.clone()))?;
+    let mut post = model.post(row).clone();
+    post.stats = model.post_stats(row);
+    let view = PostView {
+        model_version: model.model_version(),
+        post: &post,
+        published: row as usize >= model.snapshot().posts.len(),
+        suppressed: model.suppressed_by_reports(row)
+            || crate::scoring::reported_past_threshold(&post.stats, model.scoring()),
+    };
+    Ok(Json(view).into_response())
+}
+
 /// What the service knows of a user: `GET` answers it, `PUT` answers it after the update.
 #[derive(Debug, Serialize)]
 struct UserView {
@@ -360,6 +438,8 @@ async fn put_user(
 }
 
 const PROFILE_EXAMPLE: &str = r#"{"langs": ["en"], "follows": ["cats"]}"#;
+const POSTS_EXAMPLE: &str = r#"{"posts": [{"id": "p1", "author": "a1", "lang": "en", "hashtags": ["cats"], "kind": "organic", "created_at": 1737000000, "embedding": [0.1, 0.2]}]}"#;
+
 const EVENTS_EXAMPLE: &str =
     r#"{"events": [{"user_id": "u1", "post_id": "p1", "type": "save", "ts": 1737000000}]}"#;
 

@@ -16,17 +16,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 
 use crate::index::{
-    ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, IndexBinding, Neighbor, NeighborIndex,
-    StoredIndexError,
+    Base, ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, IndexBinding, LiveConfig, LiveError,
+    LiveIndex, Neighbor, NeighborIndex, SegmentSizes, StoredIndexError,
 };
 use crate::snapshot::{Metric, Post, PostKind, Snapshot};
 
 pub use filter::{Dropped, UserSignals};
 pub use offload::Offloaded;
-pub use sources::{PostFacts, Source, SourceLists, SourceQuotas, SourceWindows, Sourced, gather};
+pub use sources::{
+    PostFacts, Source, SourceLists, SourceQuotas, SourceWindows, Sourced, gather, gather_with_fresh,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
@@ -104,29 +106,19 @@ impl IndexOrigin {
     }
 }
 
-enum PoolIndex {
-    Hnsw(FlatHnswIndex),
-    Exact(ExactIndex),
-}
-
-impl PoolIndex {
-    fn get(&self) -> &dyn NeighborIndex {
-        match self {
-            PoolIndex::Hnsw(index) => index,
-            PoolIndex::Exact(index) => index,
-        }
-    }
-}
-
 /// Ad pools up to this size are searched exactly (a scan of a few thousand rows costs tens of
 /// microseconds, and no relevant ad is missed); larger ones get an HNSW graph of their own.
 pub const EXACT_AD_POOL: usize = 5_000;
 
-/// Retrieval by similarity: the organic index, and the ad index beside it.
+/// Retrieval by similarity: the organic index, and the ad index beside it. Both are live
+/// indexes: the snapshot's posts as built (or loaded), and posts published since
+/// ([`Retriever::publish`]), found from the moment they are added.
 pub struct Retriever {
-    organic: PoolIndex,
+    organic: LiveIndex,
+    /// The snapshot's organic graph, when there is one (to store it).
+    organic_graph: Option<Arc<FlatHnswIndex>>,
     /// Shared with the searches started on the pool ([`Retriever::start_ads`]).
-    ads: Arc<PoolIndex>,
+    ads: Arc<LiveIndex>,
     /// Time spent building the ad index (never stored; see `ad_index`).
     ads_build_time: Duration,
 }
@@ -138,31 +130,51 @@ impl Retriever {
         metric: Metric,
         kind: IndexKind,
         params: HnswParams,
-    ) -> Retriever {
+    ) -> Result<Retriever, LiveError> {
         let organic = match kind {
-            IndexKind::Hnsw => PoolIndex::Hnsw(FlatHnswIndex::build(
+            IndexKind::Hnsw => Base::from(FlatHnswIndex::build(
                 vectors,
                 &pools.organic,
                 metric,
                 params,
             )),
-            IndexKind::HnswRs => PoolIndex::Hnsw(FlatHnswIndex::from_hnsw(&HnswIndex::build(
+            IndexKind::HnswRs => Base::from(FlatHnswIndex::from_hnsw(&HnswIndex::build(
                 vectors,
                 &pools.organic,
                 metric,
                 params,
             ))),
-            IndexKind::Exact => {
-                PoolIndex::Exact(ExactIndex::build(vectors, &pools.organic, metric))
-            }
+            IndexKind::Exact => Base::from(ExactIndex::build(vectors, &pools.organic, metric)),
         };
+        Retriever::assemble(organic, vectors, pools, metric, kind, params)
+    }
+
+    /// The retriever over the organic index `organic`, with the ad index built beside it.
+    fn assemble(
+        organic: Base,
+        vectors: &Array2<f32>,
+        pools: &Pools,
+        metric: Metric,
+        kind: IndexKind,
+        params: HnswParams,
+    ) -> Result<Retriever, LiveError> {
         let started = std::time::Instant::now();
         let ads = ad_index(vectors, pools, metric, kind, params);
-        Retriever {
-            organic,
-            ads: Arc::new(ads),
-            ads_build_time: started.elapsed(),
-        }
+        let ads_build_time = started.elapsed();
+        let config = LiveConfig {
+            hnsw: params,
+            ..LiveConfig::default()
+        };
+        let organic_graph = match &organic {
+            Base::Graph(graph) => Some(Arc::clone(graph)),
+            Base::Exact(_) => None,
+        };
+        Ok(Retriever {
+            organic: LiveIndex::new(organic, config)?,
+            organic_graph,
+            ads: Arc::new(LiveIndex::new(ads, config)?),
+            ads_build_time,
+        })
     }
 
     /// Loads the organic HNSW index stored at `path` (see `index::store`), if it was built
@@ -173,7 +185,7 @@ impl Retriever {
         snapshot: &Snapshot,
         pools: &Pools,
         params: HnswParams,
-    ) -> Result<Retriever, StoredIndexError> {
+    ) -> Result<Retriever, RetrieverError> {
         let binding = IndexBinding {
             posts_sha256: snapshot.posts_sha256().unwrap_or_default(),
             vectors: &snapshot.post_vectors,
@@ -181,38 +193,48 @@ impl Retriever {
             metric: snapshot.metric(),
             params,
         };
-        let organic = PoolIndex::Hnsw(FlatHnswIndex::read_from(path, &binding)?);
-        let started = std::time::Instant::now();
-        let ads = ad_index(
+        let organic = Base::from(FlatHnswIndex::read_from(path, &binding)?);
+        Ok(Retriever::assemble(
+            organic,
             &snapshot.post_vectors,
             pools,
             snapshot.metric(),
             IndexKind::Hnsw,
             params,
-        );
-        Ok(Retriever {
-            organic,
-            ads: Arc::new(ads),
-            ads_build_time: started.elapsed(),
-        })
+        )?)
     }
 
     /// The HNSW index, when organic retrieval uses one (to store it).
     pub fn hnsw(&self) -> Option<&FlatHnswIndex> {
-        match &self.organic {
-            PoolIndex::Hnsw(index) => Some(index),
-            PoolIndex::Exact(_) => None,
-        }
+        self.organic_graph.as_deref()
     }
 
     /// Number of posts organic retrieval can return.
     pub fn organic_len(&self) -> usize {
-        self.organic.get().len()
+        self.organic.len()
     }
 
     /// Number of ads.
     pub fn ads_len(&self) -> usize {
-        self.ads.get().len()
+        self.ads.len()
+    }
+
+    /// Adds a post published after the snapshot, as row `row`, to the organic index or, for
+    /// an ad, to the ad index: the next search finds it. `vector` is its embedding,
+    /// validated (and normalised under cosine) already.
+    pub fn publish(&self, row: u32, kind: PostKind, vector: &[f32]) -> Result<(), LiveError> {
+        let index = match kind {
+            PostKind::Ad => &*self.ads,
+            PostKind::Organic | PostKind::Sponsored => &self.organic,
+        };
+        let vector = ArrayView2::from_shape((1, vector.len()), vector)
+            .expect("one row of the vector's length");
+        index.append(&[row], vector)
+    }
+
+    /// Rows of the organic index in each segment (the snapshot's, sealed, delta).
+    pub fn organic_segments(&self) -> SegmentSizes {
+        self.organic.segment_sizes()
     }
 
     /// Time spent building the ad index.
@@ -222,12 +244,12 @@ impl Retriever {
 
     /// The `k` organic posts nearest to `query`, best first.
     pub fn similar(&self, query: &[f32], k: usize) -> Vec<Candidate> {
-        search(self.organic.get(), query, k)
+        search(&self.organic, query, k)
     }
 
     /// The `k` ads nearest to `query`, best first.
     pub fn ads(&self, query: &[f32], k: usize) -> Vec<Candidate> {
-        search(self.ads.get(), query, k)
+        search(&*self.ads, query, k)
     }
 
     /// [`Retriever::ads`], started on rayon's pool so that the caller can search the organic
@@ -235,7 +257,7 @@ impl Retriever {
     pub fn start_ads(&self, query: &[f32], k: usize) -> Offloaded<Vec<Candidate>> {
         let ads = Arc::clone(&self.ads);
         let query = query.to_vec();
-        Offloaded::start(move || search(ads.get(), &query, k))
+        Offloaded::start(move || search(&*ads, &query, k))
     }
 }
 
@@ -258,10 +280,26 @@ fn ad_index(
     metric: Metric,
     kind: IndexKind,
     params: HnswParams,
-) -> PoolIndex {
+) -> Base {
     if kind == IndexKind::Exact || pools.ads.len() <= EXACT_AD_POOL {
-        PoolIndex::Exact(ExactIndex::build(vectors, &pools.ads, metric))
+        Base::from(ExactIndex::build(vectors, &pools.ads, metric))
     } else {
-        PoolIndex::Hnsw(FlatHnswIndex::build(vectors, &pools.ads, metric, params))
+        Base::from(FlatHnswIndex::build(vectors, &pools.ads, metric, params))
+    }
+}
+
+/// Why a retriever could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrieverError {
+    #[error(transparent)]
+    Stored(#[from] StoredIndexError),
+    #[error("live index: {0}")]
+    Live(#[from] LiveError),
+}
+
+impl RetrieverError {
+    /// No stored index at the path: not an error worth a warning.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RetrieverError::Stored(e) if e.is_not_found())
     }
 }

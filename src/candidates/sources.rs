@@ -177,6 +177,26 @@ pub fn gather(
     quotas: &SourceQuotas,
     excluded: impl Fn(u32) -> bool,
 ) -> Vec<Sourced> {
+    gather_with_fresh(
+        personal,
+        follows,
+        lists,
+        std::iter::empty(),
+        quotas,
+        excluded,
+    )
+}
+
+/// [`gather`], with `fresh_first` (posts published since the lists were built, newest first)
+/// offered to the fresh source before its list.
+pub fn gather_with_fresh(
+    personal: &[Candidate],
+    follows: &[String],
+    lists: &SourceLists,
+    fresh_first: impl IntoIterator<Item = u32>,
+    quotas: &SourceQuotas,
+    excluded: impl Fn(u32) -> bool,
+) -> Vec<Sourced> {
     let mut taken: HashSet<u32> =
         HashSet::with_capacity(quotas.personal + quotas.hashtag + quotas.trending + quotas.fresh);
     let mut out = Vec::with_capacity(taken.capacity());
@@ -227,18 +247,22 @@ pub fn gather(
         }
     }
 
-    for (list, source, quota) in [
-        (lists.trending(), Source::Trending, quotas.trending),
-        (lists.fresh(), Source::Fresh, quotas.fresh),
-    ] {
-        let mut quota = quota;
-        for &row in list {
-            if quota == 0 {
-                break;
-            }
-            if take(row, source, None, &mut out) {
-                quota -= 1;
-            }
+    let mut quota = quotas.trending;
+    for &row in lists.trending() {
+        if quota == 0 {
+            break;
+        }
+        if take(row, Source::Trending, None, &mut out) {
+            quota -= 1;
+        }
+    }
+    let mut quota = quotas.fresh;
+    for row in fresh_first.into_iter().chain(lists.fresh().iter().copied()) {
+        if quota == 0 {
+            break;
+        }
+        if take(row, Source::Fresh, None, &mut out) {
+            quota -= 1;
         }
     }
     out

@@ -24,6 +24,7 @@
 
 mod cursor;
 mod explain;
+mod published;
 mod tables;
 mod updates;
 mod viewer;
@@ -48,11 +49,13 @@ use crate::policy::{
 };
 use crate::profiles::Profile;
 use crate::scoring::{self, PostTerms, ScoringConfig, ScoringError};
-use crate::snapshot::{self, MAX_ID_BYTES, PostKind, Snapshot, SnapshotError, Stats, files};
+use crate::snapshot::{
+    self, MAX_ID_BYTES, NewPost, Post, PostKind, Snapshot, SnapshotError, Stats, files,
+};
 
 pub use explain::{AdConsidered, Explanation, Penalties};
-use tables::{PostMeta, PostTables};
-use updates::PostUpdates;
+use tables::{NewRow, PostTables};
+use updates::{PostFlags, PostUpdates};
 use viewer::Viewer;
 
 /// Page sizes a request may ask for.
@@ -97,6 +100,9 @@ pub enum FeedError {
     InvalidLang(String),
     #[error("{0}")]
     InvalidOptions(String),
+    /// The live index could not start (its background thread).
+    #[error("index: {0}")]
+    Index(#[from] crate::index::LiveError),
     /// The selector refused the candidates the pipeline built: a bug, not a bad request.
     #[error("policy: {0}")]
     Policy(#[from] PolicyError),
@@ -403,7 +409,7 @@ impl Model {
         let weights = Weights::default().overridden(&snapshot.manifest.scoring)?;
         let scoring = &weights.scoring;
         let pools = Pools::of(&snapshot.posts);
-        let (retriever, index_origin) = index_posts(&snapshot, &pools, &options, stored_index);
+        let (retriever, index_origin) = index_posts(&snapshot, &pools, &options, stored_index)?;
         let now = snapshot.newest_post_time().unwrap_or(0);
         let terms: Vec<PostTerms> = snapshot
             .posts
@@ -565,18 +571,31 @@ impl Model {
             .take_while(|&&(h, _)| h == hash)
             .map(|&(_, row)| row)
             .find(|&row| self.snapshot.posts[row as usize].id == post_id)
+            .or_else(|| self.tables.published_row(post_id))
     }
 
     /// The embedding of post `row` (unit length under `cosine`).
     pub fn post_vector(&self, row: u32) -> &[f32] {
-        tables::row(&self.snapshot.post_vectors, row)
+        self.tables.vector(&self.snapshot.post_vectors, row)
+    }
+
+    /// Post `row`'s record: the snapshot's, or one published since.
+    pub fn post(&self, row: u32) -> &Post {
+        self.tables.post(&self.snapshot.posts, row)
+    }
+
+    fn flags(&self, row: u32) -> &PostFlags {
+        match self.updates.flags(row) {
+            Some(flags) => flags,
+            None => self.tables.published_flags(row),
+        }
     }
 
     /// Post `row`'s stats now: the snapshot's plus the engagement recorded since.
     pub fn post_stats(&self, row: u32) -> Stats {
         self.updates
-            .stats(row)
-            .unwrap_or(self.snapshot.posts[row as usize].stats)
+            .stats(row, self.flags(row))
+            .unwrap_or(self.post(row).stats)
     }
 
     /// Records engagement on post `row` (counts to add to its stats): from the next request
@@ -585,27 +604,59 @@ impl Model {
     /// (trending, fresh, the newcomers' ranking) keep the snapshot's order until the next
     /// model; each of their posts is scored with the new stats.
     pub fn record_engagement(&self, row: u32, delta: &Stats) -> Stats {
-        let post = &self.snapshot.posts[row as usize];
+        let post = &self.post(row);
         let scoring = &self.weights.scoring;
         let before = self.post_stats(row);
-        let after = self.updates.add(row, &post.stats, delta, scoring);
+        let after = self
+            .updates
+            .add(row, self.flags(row), &post.stats, delta, scoring);
         // The post's tags: their mean value, and the share of their posts reported.
-        let count = |stats: &Stats| {
-            let reported = scoring::reported_past_threshold(stats, scoring);
-            PostCount {
-                organic: post.kind == PostKind::Organic && !reported,
-                reported,
-                value: scoring::value_score(stats, scoring),
-            }
-        };
+        let count = |stats: &Stats| post_count(post.kind, stats, scoring);
         self.hashtags
             .record_post_change(&post.hashtags, count(&before), count(&after));
         after
     }
 
+    /// Adds a post published after the snapshot, as the next row: from now on it is found by
+    /// similarity (the organic index, or the ad index for an ad), offered by the fresh source
+    /// while it has few views, its id is known to `post_row`, and its hashtags count it.
+    /// Returns its row, or `None` if a post with its id exists already (nothing changes).
+    pub fn publish(&self, new: NewPost) -> Option<u32> {
+        let NewPost { post, vector } = new;
+        let scoring = &self.weights.scoring;
+        let terms = PostTerms::of(&post.stats, post.created_at, self.now, scoring);
+        let reported_out = scoring::reported_past_threshold(&post.stats, scoring);
+        let count = post_count(post.kind, &post.stats, scoring);
+        let (kind, tags) = (post.kind, post.hashtags.clone());
+        let row = self.tables.publish(
+            NewRow {
+                post,
+                vector,
+                terms,
+                reported_out,
+            },
+            |id| self.post_row(id).is_some(),
+            |row, vector| {
+                // Validated already (dimension, finite values): an append cannot fail here.
+                if let Err(e) = self.retriever.publish(row, kind, vector) {
+                    tracing::error!(row, error = %e, "published post not indexed");
+                }
+            },
+        )?;
+        self.hashtags
+            .record_post_change(&tags, PostCount::default(), count);
+        Some(row)
+    }
+
+    /// Posts published since the snapshot, and the heap bytes they hold (records, vectors
+    /// and ids; the index holds another copy of each vector).
+    pub fn published(&self) -> (usize, usize) {
+        self.tables.published_count()
+    }
+
     /// Whether post `row` was taken out by reports recorded since the snapshot.
     pub fn suppressed_by_reports(&self, row: u32) -> bool {
-        self.updates.suppressed(row)
+        self.flags(row).suppressed()
     }
 
     pub fn snapshot_user(&self, user_id: &str) -> Option<&snapshot::User> {
@@ -751,7 +802,7 @@ impl Model {
                     .candidate(placed.row)
                     .expect("placed posts come from the candidates");
                 FeedItem {
-                    post_id: &self.snapshot.posts[placed.row as usize].id,
+                    post_id: &self.post(placed.row).id,
                     kind: placed.kind,
                     score: candidate.blend,
                     explain: context.explain.then(|| {
@@ -789,7 +840,7 @@ impl Model {
             pages
                 .flat_map(|p| arranged.arrangement.ads_on_page(p))
                 .map(|report| AdConsidered {
-                    post_id: &self.snapshot.posts[report.row as usize].id,
+                    post_id: &self.post(report.row).id,
                     page: report.page,
                     relevance: report.relevance,
                     verdict: report.verdict,
@@ -823,13 +874,32 @@ impl Model {
             self.tables.prefetch(c.row, false);
         }
         let quotas = self.options.source_quotas();
-        candidates::gather(
+        candidates::gather_with_fresh(
             &personal,
             viewer.follows,
             &self.source_lists,
+            self.published_fresh(),
             &quotas,
             |row| self.excluded(row, signals),
         )
+    }
+
+    /// Published posts for the fresh source, newest first: organic ones within its window
+    /// with fewer views than its bar (their stats as events left them), among the newest
+    /// `max_depth`. Ahead of the
+    /// snapshot's fresh list, which they are newer than.
+    fn published_fresh(&self) -> impl Iterator<Item = u32> + '_ {
+        let window = i64::from(self.options.fresh_window_hours) * 3600;
+        // As deep as the snapshot's fresh list: a request never scans every published post.
+        self.tables
+            .published_newest_first()
+            .take(self.options.max_depth)
+            .filter(move |(row, p)| {
+                p.post.kind != PostKind::Ad
+                    && self.now.saturating_sub(p.post.created_at) <= window
+                    && self.post_stats(*row).views < self.options.fresh_max_views
+            })
+            .map(|(row, _)| row)
     }
 
     /// The personal source: the posts nearest the viewer's interest, or with several
@@ -865,9 +935,9 @@ impl Model {
 
     /// Whether post `row` is shown to nobody, or not to this viewer.
     fn excluded(&self, row: u32, signals: Option<&UserSignals>) -> bool {
-        self.tables.meta[row as usize].reported_out
-            || self.updates.suppressed(row)
-            || signals.is_some_and(|s| s.drops(&self.snapshot.posts[row as usize]).is_some())
+        self.tables.meta(row).reported_out
+            || self.flags(row).suppressed()
+            || signals.is_some_and(|s| s.drops(self.post(row)).is_some())
     }
 
     fn user_query(&self, user_row: u32) -> &[f32] {
@@ -961,8 +1031,8 @@ impl Model {
         // sequence is the same whether or not they were added (see `CandidateSet`).
         let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
         for c in &candidates {
-            let (candidate, meta) = self.organic_candidate(c, personal);
-            set.push(candidate, self.tables.tags(meta));
+            let candidate = self.organic_candidate(c, personal);
+            set.push(candidate, self.tables.tags(c.row));
         }
         // Without reserves, the sequence cannot be longer than the candidates and ads; if that
         // is short of `depth`, arranging without them first would be wasted.
@@ -980,8 +1050,8 @@ impl Model {
             };
             if !reserves.is_empty() {
                 for c in &reserves {
-                    let (candidate, meta) = self.organic_candidate(c, personal);
-                    set.push_reserve(candidate, self.tables.tags(meta));
+                    let candidate = self.organic_candidate(c, personal);
+                    set.push_reserve(candidate, self.tables.tags(c.row));
                 }
                 arrangement = None;
                 candidates.extend(
@@ -1007,26 +1077,25 @@ impl Model {
     /// their blend; the non-personal ranking interleaves languages, an order no score gives,
     /// so its candidates carry rank scores (`Hydrated::rank`) that keep it, and the rules
     /// still apply.
-    fn organic_candidate(&self, c: &Hydrated, personal: bool) -> (OrganicCandidate, &PostMeta) {
-        let meta = &self.tables.meta[c.row as usize];
-        let candidate = OrganicCandidate {
+    fn organic_candidate(&self, c: &Hydrated, personal: bool) -> OrganicCandidate {
+        let meta = self.tables.meta(c.row);
+        OrganicCandidate {
             row: c.row,
             score: if personal { c.blend } else { c.rank },
             author: meta.author,
             lang: meta.lang,
             sponsored: meta.sponsored,
-        };
-        (candidate, meta)
+        }
     }
 
     /// A post's terms under `weights`: precomputed for the model's own, recomputed otherwise.
     /// Recomputed too for a post whose stats live events changed.
     fn terms(&self, row: u32, weights: &Weights) -> PostTerms {
-        let post = &self.snapshot.posts[row as usize];
-        if let Some(stats) = self.updates.stats(row) {
+        let post = &self.post(row);
+        if let Some(stats) = self.updates.stats(row, self.flags(row)) {
             PostTerms::of(&stats, post.created_at, self.now, &weights.scoring)
         } else if std::ptr::eq(weights, &self.weights) {
-            self.tables.meta[row as usize].terms
+            self.tables.meta(row).terms
         } else {
             PostTerms::of(&post.stats, post.created_at, self.now, &weights.scoring)
         }
@@ -1091,7 +1160,7 @@ impl Model {
         let vectors = &self.snapshot.post_vectors;
         let single = viewer.interests.len() == 1;
         move |row, known| {
-            let post = tables::row(vectors, row);
+            let post = self.tables.vector(vectors, row);
             viewer
                 .interests
                 .iter()
@@ -1184,8 +1253,7 @@ impl Model {
         found
             .into_iter()
             .filter(|c| {
-                !self.excluded(c.row, filters)
-                    && !user.is_foreign(self.tables.meta[c.row as usize].lang)
+                !self.excluded(c.row, filters) && !user.is_foreign(self.tables.meta(c.row).lang)
             })
             .map(|c| {
                 // Relevance to the closest interest; the search's own similarity is to the
@@ -1230,7 +1298,7 @@ fn index_posts(
     pools: &Pools,
     options: &FeedOptions,
     stored_index: Option<&Path>,
-) -> (Retriever, IndexOrigin) {
+) -> Result<(Retriever, IndexOrigin), FeedError> {
     let mut rejected = None;
     if options.index != IndexKind::Exact
         && let Some(path) = stored_index
@@ -1240,7 +1308,7 @@ fn index_posts(
             Ok(retriever) => {
                 // The organic index's own time: the ad index is built either way.
                 let elapsed = started.elapsed().saturating_sub(retriever.ads_build_time());
-                return (retriever, IndexOrigin::Loaded { elapsed });
+                return Ok((retriever, IndexOrigin::Loaded { elapsed }));
             }
             Err(e) if e.is_not_found() => {}
             Err(e) => {
@@ -1260,9 +1328,9 @@ fn index_posts(
         snapshot.metric(),
         options.index,
         options.hnsw_params(),
-    );
+    )?;
     let elapsed = started.elapsed().saturating_sub(retriever.ads_build_time());
-    (retriever, IndexOrigin::Built { elapsed, rejected })
+    Ok((retriever, IndexOrigin::Built { elapsed, rejected }))
 }
 
 /// The `organic` posts (the pool without those past the report threshold) by their
@@ -1293,6 +1361,16 @@ fn popular_ranking(
     let mut mixed = policy::interleave_by_language(&ranked, |row| post_lang[row as usize]);
     mixed.truncate(depth);
     mixed
+}
+
+/// How a post counts toward its hashtags' statistics.
+fn post_count(kind: PostKind, stats: &Stats, scoring: &ScoringConfig) -> PostCount {
+    let reported = scoring::reported_past_threshold(stats, scoring);
+    PostCount {
+        organic: kind == PostKind::Organic && !reported,
+        reported,
+        value: scoring::value_score(stats, scoring),
+    }
 }
 
 /// A stable 64-bit hash of a post id (FNV-1a): the key of `Model::post_row`'s table.

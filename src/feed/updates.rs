@@ -12,25 +12,43 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::scoring::{self, ScoringConfig};
 use crate::snapshot::Stats;
 
-/// Per post: whether its stats changed, whether reports took it out, and the changed stats.
+/// Whether a post's stats changed since the snapshot, and whether reports took it out.
+#[derive(Debug, Default)]
+pub(super) struct PostFlags {
+    changed: AtomicBool,
+    suppressed: AtomicBool,
+}
+
+/// The flags of the snapshot's posts (published posts carry their own), and the changed stats
+/// of every post.
 pub(super) struct PostUpdates {
-    changed: Vec<AtomicBool>,
-    suppressed: Vec<AtomicBool>,
+    flags: Vec<PostFlags>,
     stats: RwLock<HashMap<u32, Stats>>,
 }
 
 impl PostUpdates {
     pub fn new(posts: usize) -> PostUpdates {
         PostUpdates {
-            changed: (0..posts).map(|_| AtomicBool::new(false)).collect(),
-            suppressed: (0..posts).map(|_| AtomicBool::new(false)).collect(),
+            flags: (0..posts).map(|_| PostFlags::default()).collect(),
             stats: RwLock::new(HashMap::new()),
         }
     }
 
-    /// Adds `delta` to post `row`'s stats (`base` being the snapshot's) and returns the new
-    /// stats; marks the post suppressed once its reports pass the threshold.
-    pub fn add(&self, row: u32, base: &Stats, delta: &Stats, scoring: &ScoringConfig) -> Stats {
+    /// The flags of snapshot post `row`.
+    pub fn flags(&self, row: u32) -> Option<&PostFlags> {
+        self.flags.get(row as usize)
+    }
+
+    /// Adds `delta` to post `row`'s stats (`base` being the ones it started with) and returns
+    /// the new stats; marks the post suppressed once its reports pass the threshold.
+    pub fn add(
+        &self,
+        row: u32,
+        flags: &PostFlags,
+        base: &Stats,
+        delta: &Stats,
+        scoring: &ScoringConfig,
+    ) -> Stats {
         let mut map = self.stats.write().unwrap_or_else(|e| e.into_inner());
         let stats = map.entry(row).or_insert(*base);
         stats.views += delta.views;
@@ -42,24 +60,26 @@ impl PostUpdates {
         stats.reports += delta.reports;
         let stats = *stats;
         // Published after the map holds the stats, so a reader that sees the flag finds them.
-        self.changed[row as usize].store(true, Ordering::Release);
+        flags.changed.store(true, Ordering::Release);
         if scoring::reported_past_threshold(&stats, scoring) {
-            self.suppressed[row as usize].store(true, Ordering::Release);
+            flags.suppressed.store(true, Ordering::Release);
         }
         stats
     }
 
     /// The current stats of post `row` if events changed them.
-    pub fn stats(&self, row: u32) -> Option<Stats> {
-        if !self.changed[row as usize].load(Ordering::Acquire) {
+    pub fn stats(&self, row: u32, flags: &PostFlags) -> Option<Stats> {
+        if !flags.changed.load(Ordering::Acquire) {
             return None;
         }
         let map = self.stats.read().unwrap_or_else(|e| e.into_inner());
         map.get(&row).copied()
     }
+}
 
-    /// Whether reports recorded since the snapshot took post `row` out for everyone.
-    pub fn suppressed(&self, row: u32) -> bool {
-        self.suppressed[row as usize].load(Ordering::Acquire)
+impl PostFlags {
+    /// Whether reports recorded since the snapshot took the post out for everyone.
+    pub fn suppressed(&self) -> bool {
+        self.suppressed.load(Ordering::Acquire)
     }
 }

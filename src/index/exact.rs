@@ -49,6 +49,11 @@ impl ExactIndex {
         self.metric
     }
 
+    /// The rows indexed, in the order given.
+    pub fn rows(&self) -> &[u32] {
+        &self.rows
+    }
+
     /// Heap memory held by the index: the copied vectors and the row map.
     pub fn memory_bytes(&self) -> usize {
         size_of::<Self>()

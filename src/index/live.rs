@@ -41,7 +41,9 @@ use arc_swap::ArcSwap;
 use ndarray::{Array2, ArrayView2};
 
 use super::exact::{TopK, prepared_query};
-use super::{FlatHnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, best_first};
+use super::{
+    ExactIndex, FlatHnswIndex, HnswParams, Neighbor, NeighborIndex, RowFilter, best_first,
+};
 use crate::snapshot::Metric;
 
 /// Rows per delta chunk: an append copies at most one partly filled chunk.
@@ -136,6 +138,79 @@ impl SegmentSizes {
     }
 }
 
+/// The segment a live index starts from (the snapshot's): a graph, or for small or exact
+/// pools an exact scan. Never rebuilt here.
+#[derive(Clone)]
+pub enum Base {
+    Graph(Arc<FlatHnswIndex>),
+    Exact(Arc<ExactIndex>),
+}
+
+impl Base {
+    fn dim(&self) -> usize {
+        match self {
+            Base::Graph(g) => g.dim(),
+            Base::Exact(e) => e.dim(),
+        }
+    }
+
+    fn metric(&self) -> Metric {
+        match self {
+            Base::Graph(g) => g.metric(),
+            Base::Exact(e) => e.metric(),
+        }
+    }
+
+    fn rows(&self) -> &[u32] {
+        match self {
+            Base::Graph(g) => g.rows(),
+            Base::Exact(e) => e.rows(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rows().len()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        match self {
+            Base::Graph(g) => g.memory_bytes(),
+            Base::Exact(e) => e.memory_bytes(),
+        }
+    }
+
+    fn search_with_ef(
+        &self,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        filter: Option<RowFilter<'_>>,
+    ) -> Vec<Neighbor> {
+        match self {
+            Base::Graph(g) => g.search_with_ef(query, k, ef, filter),
+            Base::Exact(e) => e.search(query, k, filter),
+        }
+    }
+}
+
+impl From<FlatHnswIndex> for Base {
+    fn from(graph: FlatHnswIndex) -> Base {
+        Base::Graph(Arc::new(graph))
+    }
+}
+
+impl From<Arc<FlatHnswIndex>> for Base {
+    fn from(graph: Arc<FlatHnswIndex>) -> Base {
+        Base::Graph(graph)
+    }
+}
+
+impl From<ExactIndex> for Base {
+    fn from(exact: ExactIndex) -> Base {
+        Base::Exact(Arc::new(exact))
+    }
+}
+
 /// The snapshot's graph, graphs sealed since, and a delta searched exactly; `Send + Sync`, with
 /// lock-free searches. See the module documentation.
 pub struct LiveIndex {
@@ -147,10 +222,7 @@ pub struct LiveIndex {
 impl LiveIndex {
     /// A live index over `base` (usually the snapshot's graph), with an empty delta, and its
     /// background worker started. The base fixes the dimension and the metric.
-    pub fn new(
-        base: impl Into<Arc<FlatHnswIndex>>,
-        config: LiveConfig,
-    ) -> Result<LiveIndex, LiveError> {
+    pub fn new(base: impl Into<Base>, config: LiveConfig) -> Result<LiveIndex, LiveError> {
         config.validate()?;
         let base = base.into();
         if base.dim() == 0 {
@@ -250,7 +322,7 @@ impl LiveIndex {
         state.rows.extend(rows);
         let current = self.shared.segments.load();
         self.shared.segments.store(Arc::new(Segments {
-            base: Arc::clone(&current.base),
+            base: current.base.clone(),
             sealed: current.sealed.clone(),
             delta: current.delta.appended(dim, rows, &data),
         }));
@@ -282,6 +354,10 @@ impl LiveIndex {
         // One consistent set for the whole search, however writers move rows meanwhile.
         let segments = self.shared.segments.load();
         let mut hits = segments.base.search_with_ef(query, k, ef, filter);
+        if segments.sealed.is_empty() && segments.delta.len == 0 {
+            // Nothing published since the snapshot: the base's answer, already best first.
+            return hits;
+        }
         for graph in &segments.sealed {
             hits.extend(graph.search_with_ef(query, k, ef, filter));
         }
@@ -412,7 +488,7 @@ fn prepare_vector(row: u32, vector: &mut [f32], metric: Metric) -> Result<(), Li
 
 /// One immutable view of the index: what a search sees.
 struct Segments {
-    base: Arc<FlatHnswIndex>,
+    base: Base,
     /// Oldest first: seals push at the end, merges replace a prefix.
     sealed: Vec<Arc<FlatHnswIndex>>,
     delta: Delta,
@@ -717,7 +793,7 @@ impl Shared {
                 let mut graphs = current.sealed.clone();
                 graphs.push(graph);
                 Segments {
-                    base: Arc::clone(&current.base),
+                    base: current.base.clone(),
                     sealed: graphs,
                     delta: current.delta.without_first(sealed.len, self.dim),
                 }
@@ -742,7 +818,7 @@ impl Shared {
                 let mut graphs = vec![graph];
                 graphs.extend(current.sealed[merged.len()..].iter().cloned());
                 Segments {
-                    base: Arc::clone(&current.base),
+                    base: current.base.clone(),
                     sealed: graphs,
                     delta: current.delta.clone(),
                 }

@@ -22,7 +22,7 @@ use crate::snapshot::Metric;
 pub use exact::ExactIndex;
 pub use flat::FlatHnswIndex;
 pub use hnsw::{HnswIndex, HnswParams};
-pub use live::{CHUNK_ROWS, LiveConfig, LiveError, LiveIndex, SegmentSizes};
+pub use live::{Base, CHUNK_ROWS, LiveConfig, LiveError, LiveIndex, SegmentSizes};
 pub use store::{IndexBinding, StoredIndexError};
 
 /// The hnsw_rs release that builds `index = "hnsw_rs"` graphs.

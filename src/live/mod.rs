@@ -36,6 +36,7 @@
 
 mod state;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
@@ -44,7 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::candidates::UserSignals;
 use crate::feed::Model;
 use crate::profiles::{Profile, ProfileError, Profiles, Stored};
-use crate::snapshot::{MAX_ID_BYTES, MAX_UNIX_SECONDS, Stats};
+use crate::snapshot::{self, MAX_ID_BYTES, MAX_UNIX_SECONDS, NewPost, Post, Stats};
 use crate::wal::{AppendReceipt, Wal, WalError, WalOptions};
 
 pub use state::UserSummary;
@@ -52,6 +53,9 @@ use state::Users;
 
 /// Most events in one batch.
 pub const MAX_EVENTS_PER_BATCH: usize = 1_000;
+
+/// Most posts in one publishing request.
+pub const MAX_POSTS_PER_BATCH: usize = 100;
 
 /// What users do, as `POST /v1/events` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -91,6 +95,16 @@ enum LogRecord {
     Model { version: String },
     /// An onboarding (`PUT /v1/users/{id}`): carried over every compaction, the latest per user.
     Profile { user_id: String, profile: Profile },
+    /// Posts published (`POST /v1/posts`), validated; vectors as the model holds them
+    /// (normalised under cosine).
+    Posts(Vec<LoggedPost>),
+}
+
+/// A published post as the log keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct LoggedPost {
+    post: Post,
+    vector: Vec<f32>,
 }
 
 /// Limits and learning rates. `[live]` in the config file.
@@ -105,6 +119,9 @@ pub struct LiveOptions {
     pub max_hidden: usize,
     /// fsync every batch before acknowledging it. Off only for throwaway runs.
     pub sync: bool,
+    /// Posts published since the snapshot at most (each holds its record and two copies of
+    /// its embedding until the next snapshot takes it in).
+    pub max_published: usize,
 }
 
 impl Default for LiveOptions {
@@ -114,6 +131,7 @@ impl Default for LiveOptions {
             max_seen: 200,
             max_hidden: 1_000,
             sync: true,
+            max_published: 200_000,
         }
     }
 }
@@ -125,6 +143,7 @@ impl LiveOptions {
             ("live.max_users", self.max_users),
             ("live.max_seen", self.max_seen),
             ("live.max_hidden", self.max_hidden),
+            ("live.max_published", self.max_published),
         ] {
             if value == 0 {
                 return Err((name, "must be at least 1".into()));
@@ -145,6 +164,32 @@ pub enum LiveError {
     TooManyEvents(usize),
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    #[error("batch of {0} posts: at most {MAX_POSTS_PER_BATCH} per request")]
+    TooManyPosts(usize),
+    /// Posts that break the snapshot contract: nothing of the batch was published.
+    #[error("{} invalid post field(s); first: {}", .0.len(), .0.first().map(|p| p.to_string()).unwrap_or_default())]
+    InvalidPosts(Vec<PostProblem>),
+    /// Posts whose id is taken: nothing of the batch was published.
+    #[error("{} post id(s) already exist; first: {}", .0.len(), .0.first().map(|p| p.to_string()).unwrap_or_default())]
+    PostsExist(Vec<PostProblem>),
+    #[error("posts: at most {capacity} posts are held between snapshots; {held} are")]
+    PublishedFull { capacity: usize, held: usize },
+}
+
+/// What is wrong with one post of a publishing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PostProblem {
+    /// The post's position in `posts`.
+    pub index: usize,
+    /// The field at fault, e.g. `kind`, `hashtags[1]`, `embedding`.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for PostProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "posts[{}].{}: {}", self.index, self.field, self.message)
+    }
 }
 
 /// Why one item of a batch was refused.
@@ -168,6 +213,8 @@ pub struct BatchOutcome {
 pub struct Replayed {
     pub batches: usize,
     pub events: usize,
+    /// Published posts restored.
+    pub posts: usize,
     /// Bytes dropped from a torn or corrupt tail, if any (the log says where and why).
     pub truncated_bytes: Option<u64>,
     /// Records dropped by compaction because the snapshot is newer than the log's model.
@@ -187,6 +234,9 @@ pub struct Live {
     /// commute).
     next_to_apply: Mutex<u64>,
     turn: Condvar,
+    /// Ids of posts being published (logged, not yet applied): a second publisher of one is
+    /// refused as if it existed.
+    publishing: Mutex<HashSet<String>>,
 }
 
 /// One user's live state as a request needs it.
@@ -239,7 +289,7 @@ impl Live {
             // A new model: carry over what it cannot know, after a marker, then drop the rest.
             // Appending first and compacting second means a crash in between leaves a log
             // whose last marker already says what to replay.
-            let carried = carry_over(records, model.now());
+            let carried = carry_over(records, &model);
             let mut appended = vec![encode(&LogRecord::Model {
                 version: version.clone(),
             })];
@@ -269,23 +319,30 @@ impl Live {
             options,
             next_to_apply,
             turn: Condvar::new(),
+            publishing: Mutex::new(HashSet::new()),
         };
-        let (mut batches, mut events) = (0, 0);
+        let (mut batches, mut events, mut posts) = (0, 0, 0);
         {
             let mut users = live.users.write().unwrap_or_else(|e| e.into_inner());
-            for record in &records {
+            for record in records {
                 let (batch, effects) = match record {
                     LogRecord::Events(batch) => (batch, true),
                     LogRecord::Carried(batch) => (batch, false),
                     LogRecord::Model { .. } => continue,
                     LogRecord::Profile { user_id, profile } => {
-                        if let Err(e) = live.profiles.put(user_id, profile.clone()) {
+                        if let Err(e) = live.profiles.put(&user_id, profile) {
                             tracing::warn!(user_id, error = %e, "logged profile not restored");
                         }
                         continue;
                     }
+                    LogRecord::Posts(logged) => {
+                        for post in logged {
+                            posts += usize::from(live.restore_post(post).is_some());
+                        }
+                        continue;
+                    }
                 };
-                for event in batch {
+                for event in &batch {
                     // Logged events were validated against a model: a post missing from this
                     // one (only after compaction, for a carried hide) has nothing to apply to.
                     if let Some(row) = live.model.post_row(&event.post_id) {
@@ -301,6 +358,7 @@ impl Live {
             Replayed {
                 batches,
                 events,
+                posts,
                 truncated_bytes,
                 compacted,
             },
@@ -326,6 +384,117 @@ impl Live {
         };
         let receipt = self.wal.append(vec![encode(&record)])?;
         Ok(self.in_turn(&receipt, || self.profiles.put(user_id, profile))?)
+    }
+
+    /// Publishes `items` (JSON values: a post's `posts.jsonl` fields and its `embedding`),
+    /// all or none: every item is checked against the snapshot contract (the model's dimension
+    /// and metric included) and no id may exist or repeat; then the batch is logged durably
+    /// and the posts are added to the model (`Model::publish`). Blocking: call it off the
+    /// async runtime.
+    pub fn publish(&self, items: Vec<serde_json::Value>) -> Result<Vec<u32>, LiveError> {
+        if items.len() > MAX_POSTS_PER_BATCH {
+            return Err(LiveError::TooManyPosts(items.len()));
+        }
+        let snapshot = self.model.snapshot();
+        let (dim, metric) = (snapshot.dim(), snapshot.metric());
+        let mut problems = Vec::new();
+        let mut posts: Vec<NewPost> = Vec::with_capacity(items.len());
+        for (index, item) in items.into_iter().enumerate() {
+            match snapshot::parse_new_post(item, dim, metric) {
+                Ok(post) => {
+                    if let Some(first) = posts.iter().position(|p| p.post.id == post.post.id) {
+                        problems.push(PostProblem {
+                            index,
+                            field: "id".into(),
+                            message: format!(
+                                "post {:?} is also posts[{first}] of this request",
+                                post.post.id
+                            ),
+                        });
+                    }
+                    posts.push(post);
+                }
+                Err(found) => problems.extend(found.into_iter().map(|p| PostProblem {
+                    index,
+                    field: p.field,
+                    message: p.message,
+                })),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(LiveError::InvalidPosts(problems));
+        }
+        let held = self.model.published().0;
+        if held + posts.len() > self.options.max_published {
+            return Err(LiveError::PublishedFull {
+                capacity: self.options.max_published,
+                held,
+            });
+        }
+        // Reserve the ids, so that a concurrent request with one of them cannot pass this
+        // check before this one is applied.
+        let reserved = {
+            let mut publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+            let exists: Vec<PostProblem> = posts
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| {
+                    self.model.post_row(&p.post.id).is_some() || publishing.contains(&p.post.id)
+                })
+                .map(|(index, p)| PostProblem {
+                    index,
+                    field: "id".into(),
+                    message: format!("a post {:?} exists already", p.post.id),
+                })
+                .collect();
+            if !exists.is_empty() {
+                return Err(LiveError::PostsExist(exists));
+            }
+            let ids: Vec<String> = posts.iter().map(|p| p.post.id.clone()).collect();
+            publishing.extend(ids.iter().cloned());
+            Reserved {
+                ids,
+                set: &self.publishing,
+            }
+        };
+        let logged: Vec<LoggedPost> = posts
+            .into_iter()
+            .map(|NewPost { post, vector }| LoggedPost { post, vector })
+            .collect();
+        let record = LogRecord::Posts(logged);
+        let receipt = self.wal.append(vec![encode(&record)])?;
+        let LogRecord::Posts(logged) = record else {
+            unreachable!("built as a posts record");
+        };
+        let rows = self.in_turn(&receipt, || {
+            logged
+                .into_iter()
+                .filter_map(|p| self.restore_post(p))
+                .collect()
+        });
+        drop(reserved);
+        Ok(rows)
+    }
+
+    /// Adds a logged post to the model; `None` (with a warning) if it cannot be.
+    fn restore_post(&self, logged: LoggedPost) -> Option<u32> {
+        let LoggedPost { post, vector } = logged;
+        let dim = self.model.snapshot().dim();
+        if vector.len() != dim {
+            tracing::warn!(
+                post_id = post.id,
+                dim = vector.len(),
+                model_dim = dim,
+                "logged post not restored: its embedding has another dimension"
+            );
+            return None;
+        }
+        let id = post.id.clone();
+        let row = self.model.publish(NewPost { post, vector });
+        if row.is_none() {
+            tracing::warn!(post_id = id, "logged post not restored: its id exists");
+        }
+        row
     }
 
     /// Runs `apply` for the records of `receipt` once every record logged before them has
@@ -476,6 +645,21 @@ impl Live {
     }
 }
 
+/// Ids reserved for a publish in flight, released however it ends.
+struct Reserved<'a> {
+    ids: Vec<String>,
+    set: &'a Mutex<HashSet<String>>,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
 /// Drops the first `n` records of the log.
 fn compact_before(wal: &Wal, n: usize) -> Result<(), LiveError> {
     let mut index = 0;
@@ -490,12 +674,18 @@ fn encode(record: &LogRecord) -> Vec<u8> {
     postcard::to_allocvec(record).expect("log records always encode")
 }
 
-/// Compaction for a new model whose snapshot reaches `now`: profiles are kept (the latest per
-/// user), hides and reports too (as signals only: no snapshot carries a user's hidden posts),
-/// other events only if newer.
-fn carry_over(records: Vec<LogRecord>, now: i64) -> Vec<LogRecord> {
+/// Compaction for a new model: profiles are kept (the latest per user), hides and reports
+/// too (as signals only: no snapshot carries a user's hidden posts), other events only if
+/// newer than the snapshot's newest post, and published posts only if newer too, not in the
+/// snapshot, and of its dimension (a post older than the snapshot's newest but missing from it
+/// was left out on purpose). Published posts come before the events, which may name them.
+fn carry_over(records: Vec<LogRecord>, model: &Model) -> Vec<LogRecord> {
+    let now = model.now();
+    let dim = model.snapshot().dim();
     let mut carried = Vec::new();
     let mut newer = Vec::new();
+    let mut posts: Vec<LoggedPost> = Vec::new();
+    let mut dropped_posts = 0usize;
     let mut profiles: Vec<(String, Profile)> = Vec::new();
     for record in records {
         let (batch, effects) = match record {
@@ -507,6 +697,19 @@ fn carry_over(records: Vec<LogRecord>, now: i64) -> Vec<LogRecord> {
                 profiles.push((user_id, profile));
                 continue;
             }
+            LogRecord::Posts(logged) => {
+                for p in logged {
+                    if p.post.created_at > now
+                        && p.vector.len() == dim
+                        && model.post_row(&p.post.id).is_none()
+                    {
+                        posts.push(p);
+                    } else {
+                        dropped_posts += 1;
+                    }
+                }
+                continue;
+            }
         };
         for event in batch {
             if effects && event.ts > now {
@@ -516,10 +719,24 @@ fn carry_over(records: Vec<LogRecord>, now: i64) -> Vec<LogRecord> {
             }
         }
     }
+    if dropped_posts > 0 {
+        tracing::info!(
+            dropped = dropped_posts,
+            kept = posts.len(),
+            "published posts the new snapshot holds, or older than it, not carried over"
+        );
+    }
     let mut out: Vec<LogRecord> = profiles
         .into_iter()
         .map(|(user_id, profile)| LogRecord::Profile { user_id, profile })
         .collect();
+    // One record per request's worth, so no record grows without bound.
+    let mut posts = posts.into_iter().peekable();
+    while posts.peek().is_some() {
+        out.push(LogRecord::Posts(
+            posts.by_ref().take(MAX_POSTS_PER_BATCH).collect(),
+        ));
+    }
     if !carried.is_empty() {
         out.push(LogRecord::Carried(carried));
     }

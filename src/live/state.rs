@@ -32,7 +32,7 @@ impl RecentRows {
     fn ids(&self, model: &Model) -> HashSet<String> {
         self.order
             .iter()
-            .map(|&row| model.snapshot().posts[row as usize].id.clone())
+            .map(|&row| model.post(row).id.clone())
             .collect()
     }
 }
@@ -85,7 +85,7 @@ impl Users {
     ) {
         let user = self.map.entry(event.user_id.clone()).or_default();
         user.events += 1;
-        let post = &model.snapshot().posts[row as usize];
+        let post = model.post(row);
         match event.kind {
             EventType::Impression | EventType::View => user.seen.push(row, options.max_seen),
             EventType::Hide => user.hidden.push(row, options.max_hidden),

@@ -485,3 +485,219 @@ fn a_full_profile_store_refuses_a_new_user_before_logging() {
     assert_eq!(store.len(), 1, "the refused one was never logged");
     assert_eq!(store.get("one").unwrap().langs, ["zh"]);
 }
+
+/// A post for `POST /v1/posts`: organic, in `lang`, created `after` seconds past the
+/// snapshot's newest post, with `embedding`.
+fn new_post(id: &str, lang: &str, after: i64, embedding: &[f32]) -> serde_json::Value {
+    json!({
+        "id": id, "author": "a_new_creator", "lang": lang, "hashtags": ["tiktokrefugee"],
+        "kind": "organic", "created_at": world().newest_post_time().unwrap() + after,
+        "embedding": embedding,
+    })
+}
+
+/// A post as close to `user` as can be: their own embedding.
+fn post_for(live: &Live, user: &str, id: &str, after: i64) -> serde_json::Value {
+    let model = live.model();
+    let lang = world().users.iter().find(|u| u.id == user).unwrap().langs[0].clone();
+    new_post(id, &lang, after, model.user_vector(user).unwrap())
+}
+
+#[test]
+fn a_published_post_is_in_the_very_next_feed_and_found_by_similarity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let user = user();
+    let (before, _, _) = page(&live, &user, None);
+    let rows = live
+        .publish(vec![post_for(&live, &user, "p_published", 60)])
+        .unwrap();
+    assert_eq!(rows, [world().posts.len() as u32]);
+    let model = live.model();
+    assert_eq!(model.post_row("p_published"), Some(rows[0]));
+    assert_eq!(model.published().0, 1);
+    // Retrieval finds it first: it is the user's own direction.
+    let found = model
+        .retriever()
+        .similar(model.user_vector(&user).unwrap(), 5);
+    assert_eq!(found[0].row, rows[0]);
+    let (after, _, _) = page(&live, &user, None);
+    assert!(!before.contains(&"p_published".to_string()));
+    assert!(after.contains(&"p_published".to_string()), "{after:?}");
+    // Events may name it, and move its stats.
+    let outcome = live
+        .ingest(vec![event(&user, "p_published", "save")])
+        .unwrap();
+    assert_eq!(outcome.accepted, 1, "{:?}", outcome.rejected);
+    assert_eq!(model.post_stats(rows[0]).saves, 1);
+}
+
+#[test]
+fn a_stranger_gets_a_published_post_through_the_fresh_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let model = live.model().clone();
+    // A user known only by the like that started their vector: a personal feed.
+    let first = world().posts[0].id.clone();
+    live.ingest(vec![event("newcomer", &first, "like")])
+        .unwrap();
+    // Far from them: the opposite of their vector, so only the fresh source can bring it.
+    let away: Vec<f32> = live
+        .vector("newcomer")
+        .unwrap()
+        .iter()
+        .map(|v| -v)
+        .collect();
+    let lang = world().posts[0].lang.clone();
+    live.publish(vec![new_post("p_far", &lang, 30, &away)])
+        .unwrap();
+    let row = model.post_row("p_far").unwrap();
+    let viewed = live.viewed("newcomer", true).unwrap();
+    let context = RequestContext {
+        signals: Some(&viewed.signals),
+        user_vector: viewed.vector.as_deref(),
+        ..RequestContext::default()
+    };
+    let depth = model.options().max_depth;
+    let arranged = model.arranged("newcomer", depth, context).unwrap();
+    let candidate = arranged.candidate(row).expect("a candidate");
+    assert_eq!(candidate.source, crate::candidates::Source::Fresh);
+}
+
+/// Where each problem is: the post's index and the field.
+fn located(problems: &[PostProblem]) -> Vec<(usize, &str)> {
+    problems
+        .iter()
+        .map(|p| (p.index, p.field.as_str()))
+        .collect()
+}
+
+#[test]
+fn publishing_is_all_or_nothing_and_an_existing_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let user = user();
+    live.publish(vec![post_for(&live, &user, "p_one", 10)])
+        .unwrap();
+    let records = live.wal_stats().records;
+    let existing = world().posts[3].id.clone();
+    let err = live
+        .publish(vec![
+            post_for(&live, &user, "p_two", 10),
+            post_for(&live, &user, &existing, 10),
+            post_for(&live, &user, "p_one", 10),
+        ])
+        .unwrap_err();
+    let LiveError::PostsExist(problems) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(located(&problems), [(1, "id"), (2, "id")]);
+    // Invalid posts: each named; a repeated id too.
+    let mut wrong_dim = post_for(&live, &user, "p_three", 10);
+    wrong_dim["embedding"] = json!([1.0, 2.0]);
+    let mut ad = post_for(&live, &user, "p_four", 10);
+    ad["kind"] = json!("advert");
+    let err = live
+        .publish(vec![
+            wrong_dim,
+            ad,
+            post_for(&live, &user, "p_five", 10),
+            post_for(&live, &user, "p_five", 10),
+        ])
+        .unwrap_err();
+    let LiveError::InvalidPosts(problems) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        located(&problems),
+        [(0, "embedding"), (1, "kind"), (3, "id")]
+    );
+    assert!(
+        problems[0].message.contains("dimension is 16"),
+        "{}",
+        problems[0]
+    );
+    // Nothing of either batch was logged or published.
+    assert_eq!(live.wal_stats().records, records);
+    assert_eq!(live.model().published().0, 1);
+    assert_eq!(live.model().post_row("p_two"), None);
+    assert!(matches!(
+        live.publish(vec![json!({}); MAX_POSTS_PER_BATCH + 1]),
+        Err(LiveError::TooManyPosts(_))
+    ));
+}
+
+#[test]
+fn published_posts_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LiveOptions {
+        max_published: 2,
+        ..LiveOptions::default()
+    };
+    let (live, _) = open(dir.path(), options);
+    let user = user();
+    live.publish(vec![post_for(&live, &user, "p_1", 1)])
+        .unwrap();
+    let err = live
+        .publish(vec![
+            post_for(&live, &user, "p_2", 1),
+            post_for(&live, &user, "p_3", 1),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LiveError::PublishedFull {
+                capacity: 2,
+                held: 1
+            }
+        ),
+        "{err}"
+    );
+    live.publish(vec![post_for(&live, &user, "p_2", 1)])
+        .unwrap();
+}
+
+#[test]
+fn published_posts_and_their_events_are_replayed_and_newer_ones_carried_to_a_new_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = user();
+    let expected = {
+        let (live, _) = open(dir.path(), LiveOptions::default());
+        live.publish(vec![
+            post_for(&live, &user, "p_newer", 3_600),
+            post_for(&live, &user, "p_older", -3_600),
+        ])
+        .unwrap();
+        live.ingest(vec![
+            event(&user, "p_newer", "save"),
+            event(&user, "p_older", "hide"),
+        ])
+        .unwrap();
+        let model = live.model();
+        let row = model.post_row("p_newer").unwrap();
+        (
+            row,
+            model.post_stats(row),
+            live.summary(&user).unwrap(),
+            page(&live, &user, None).0,
+        )
+    };
+    let (live, replayed) = open(dir.path(), LiveOptions::default());
+    assert_eq!((replayed.posts, replayed.events), (2, 2));
+    let model = live.model();
+    assert_eq!(model.post_row("p_newer"), Some(expected.0));
+    assert_eq!(model.post_stats(expected.0), expected.1);
+    assert_eq!(live.summary(&user).unwrap(), expected.2);
+    assert_eq!(page(&live, &user, None).0, expected.3);
+    drop(live);
+    // A new model: the post newer than its snapshot is carried, the older one is not (the
+    // snapshot would hold it if it were meant to).
+    let (live, replayed) = open_as("next", dir.path());
+    assert_eq!(replayed.posts, 1);
+    assert!(live.model().post_row("p_newer").is_some());
+    assert_eq!(live.model().post_row("p_older"), None);
+    drop(live);
+    let (live, _) = open_as("next", dir.path());
+    assert!(live.model().post_row("p_newer").is_some());
+}

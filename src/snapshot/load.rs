@@ -510,42 +510,57 @@ fn check_rows(
         if issues.is_full() {
             return;
         }
-        // f64 squares cannot overflow for any finite f32, so a non-finite sum means a
-        // non-finite value; the slow search for it runs only then.
-        let sum_sq = sum_of_squares(row);
-        if !sum_sq.is_finite() {
-            let (c, v) = row
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !v.is_finite())
-                .expect("a non-finite sum has a non-finite term");
-            let what = if v.is_nan() { "NaN" } else { "infinite" };
-            issues.add(
-                name,
-                Some(r + 1),
-                None,
-                format!("row {} (numpy index [{r}, {c}]) is {what}", r + 1),
-            );
-        } else if metric == Some(Metric::Cosine) {
-            if sum_sq == 0.0 {
-                issues.add(
-                    name,
-                    Some(r + 1),
-                    None,
-                    format!(
-                        "row {} (numpy index [{r}]) is a zero vector, which has no direction \
-                         under the cosine metric",
-                        r + 1
-                    ),
-                );
-            } else {
-                let inv = 1.0 / sum_sq.sqrt();
-                for v in row {
-                    *v = (f64::from(*v) * inv) as f32;
-                }
+        let message = match prepare_row(row, metric) {
+            Ok(()) => continue,
+            Err(RowDefect::NonFinite { column, what }) => {
+                format!("row {} (numpy index [{r}, {column}]) is {what}", r + 1)
             }
+            Err(RowDefect::Zero) => format!(
+                "row {} (numpy index [{r}]) is a zero vector, which has no direction under the \
+                 cosine metric",
+                r + 1
+            ),
+        };
+        issues.add(name, Some(r + 1), None, message);
+    }
+}
+
+/// Why an embedding cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowDefect {
+    NonFinite {
+        column: usize,
+        what: &'static str,
+    },
+    /// A zero vector under cosine: it has no direction.
+    Zero,
+}
+
+/// Checks one embedding the way a `.npy` row is checked (finite; under cosine, not zero) and
+/// under cosine normalises it in place.
+pub(super) fn prepare_row(row: &mut [f32], metric: Option<Metric>) -> Result<(), RowDefect> {
+    // f64 squares cannot overflow for any finite f32, so a non-finite sum means a non-finite
+    // value; the slow search for it runs only then.
+    let sum_sq = sum_of_squares(row);
+    if !sum_sq.is_finite() {
+        let (column, v) = row
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+            .expect("a non-finite sum has a non-finite term");
+        let what = if v.is_nan() { "NaN" } else { "infinite" };
+        return Err(RowDefect::NonFinite { column, what });
+    }
+    if metric == Some(Metric::Cosine) {
+        if sum_sq == 0.0 {
+            return Err(RowDefect::Zero);
+        }
+        let inv = 1.0 / sum_sq.sqrt();
+        for v in row {
+            *v = (f64::from(*v) * inv) as f32;
         }
     }
+    Ok(())
 }
 
 /// Σ v², in f64, with independent partial sums so that the loop vectorises.

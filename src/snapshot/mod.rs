@@ -8,6 +8,7 @@
 mod error;
 mod load;
 pub mod npy;
+mod publish;
 mod records;
 mod summary;
 mod write;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{Issue, MAX_ISSUES, SnapshotError};
 pub use load::load;
+pub use publish::{EMBEDDING_FIELD, FieldProblem, NewPost, parse_new_post};
 pub use records::{
     MAX_ID_BYTES, MAX_LANG_BYTES, MAX_TAG_BYTES, MAX_UNIX_SECONDS, MIXED_LANG,
     is_normalised_hashtag, is_reader_lang, is_valid_lang, normalise_hashtag,
