@@ -1,6 +1,8 @@
 //! Event ingestion with durability on: `Live::ingest` (validation, the write-ahead log with
 //! fsync and group commit, then the effects), from one thread and from several at once, on a
-//! demo world of 10,000 posts; then the memory that 1,000,000 events add.
+//! demo world of 10,000 posts; then the memory that 1,000,000 events add. Then publishing
+//! (`Live::publish`): posts/s with fsync on, the memory per published post, and a feed
+//! request with 10,000 posts published since the snapshot.
 //!
 //! `cargo bench --bench events`. The log is written under `target/bench-events` (a real disk
 //! in the usual checkout, where fsync costs what it costs; a tmpfs would hide it).
@@ -17,7 +19,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::{Value, json};
 
 use feedrank::demo::{self, DemoConfig};
-use feedrank::feed::{FeedOptions, Model};
+use feedrank::feed::{FeedOptions, FeedRequest, Model};
 use feedrank::live::{Live, LiveOptions};
 use feedrank::profiles::Profiles;
 
@@ -191,6 +193,8 @@ fn bench_ingest(c: &mut Criterion) {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    bench_publish(c, &model);
+
     let dir = data_dir("criterion");
     let (live, _) =
         Live::open(model.clone(), &dir, LiveOptions::default(), profiles()).expect("live");
@@ -202,6 +206,130 @@ fn bench_ingest(c: &mut Criterion) {
             from += 100;
             black_box(live.ingest(batch(&posts, 10_000, from, 100)).unwrap())
         })
+    });
+    group.finish();
+}
+
+/// The `i`-th post of a publishing stream: an embedding near a snapshot post's (so it lands
+/// among real neighbours), a few hashtags, newer than the snapshot.
+fn new_post(model: &Model, i: usize, salt: &str) -> Value {
+    let source = mix(i, 7) % model.snapshot().posts.len();
+    let base = model.post_vector(source as u32);
+    let embedding: Vec<f32> = base
+        .iter()
+        .enumerate()
+        .map(|(d, v)| v + 0.05 * ((mix(i * 131 + d, 8) % 1000) as f32 / 1000.0 - 0.5))
+        .collect();
+    let post = &model.snapshot().posts[source];
+    json!({
+        "id": format!("pub-{salt}-{i}"),
+        "author": format!("creator-{}", mix(i, 9) % 5_000),
+        "lang": post.lang,
+        "hashtags": post.hashtags,
+        "kind": if mix(i, 10).is_multiple_of(10) { "ad" } else { "organic" },
+        "created_at": model.now() + 60 + i as i64,
+        "embedding": embedding,
+    })
+}
+
+fn bench_publish(c: &mut Criterion, shared: &Arc<Model>) {
+    // Throughput, fsync on. Each run on its own model: published posts stay in a model.
+    for (threads, batch_size, per_thread) in [(1, 1, 1_000), (1, 100, 50), (4, 1, 500)] {
+        let model = model();
+        let dir = data_dir(&format!("publish-{threads}x{batch_size}"));
+        let (live, _) =
+            Live::open(model.clone(), &dir, LiveOptions::default(), profiles()).expect("live");
+        let posts: Vec<Vec<Value>> = (0..threads * per_thread)
+            .map(|b| {
+                (0..batch_size)
+                    .map(|j| new_post(&model, b * batch_size + j, "t"))
+                    .collect()
+            })
+            .collect();
+        let started = Instant::now();
+        std::thread::scope(|s| {
+            for chunk in posts.chunks(per_thread) {
+                let live = &live;
+                s.spawn(move || {
+                    for batch in chunk {
+                        live.publish(batch.clone()).unwrap();
+                    }
+                });
+            }
+        });
+        let elapsed = started.elapsed().as_secs_f64();
+        let n = threads * per_thread * batch_size;
+        eprintln!(
+            "publish: {threads} thread(s), batches of {batch_size}, fsync on: {:.0} posts/s \
+             ({n} posts in {elapsed:.2} s)",
+            n as f64 / elapsed,
+        );
+        drop(live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // Memory per published post: 100,000 posts (fsync off), the heap they add (records,
+    // vectors, ids, the live indexes; sealing builds graphs of them in the background).
+    {
+        let model = model();
+        let dir = data_dir("publish-memory");
+        let options = LiveOptions {
+            sync: false,
+            ..LiveOptions::default()
+        };
+        let (live, _) = Live::open(model.clone(), &dir, options, profiles()).expect("live");
+        let n = 100_000;
+        let before = IN_USE.load(Ordering::Relaxed);
+        let started = Instant::now();
+        for from in (0..n).step_by(100) {
+            let batch: Vec<Value> = (from..from + 100)
+                .map(|i| new_post(&model, i, "m"))
+                .collect();
+            live.publish(batch).unwrap();
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = IN_USE.load(Ordering::Relaxed);
+        eprintln!(
+            "publish: {n} posts at {} dimensions (fsync off): {:.0} posts/s, heap in use \
+             +{:.1} MiB ({:.0} bytes a post), log {:.1} MiB",
+            model.snapshot().dim(),
+            n as f64 / elapsed,
+            (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
+            (after.saturating_sub(before)) as f64 / n as f64,
+            live.wal_stats().bytes as f64 / (1 << 20) as f64,
+        );
+        drop(live);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // A known user's feed, before and after 10,000 posts are published (below the seal
+    // threshold: the delta is scanned exactly beside the graph).
+    let user = shared.snapshot().users[7].id.clone();
+    let request = FeedRequest {
+        user_id: &user,
+        limit: 20,
+        cursor: None,
+    };
+    let mut group = c.benchmark_group("publish");
+    group.sample_size(50);
+    group.bench_function("feed_known_user_none_published", |b| {
+        b.iter(|| black_box(shared.feed(&request).unwrap().items.len()))
+    });
+    let published = model();
+    let dir = data_dir("publish-feed");
+    let options = LiveOptions {
+        sync: false,
+        ..LiveOptions::default()
+    };
+    let (live, _) = Live::open(published.clone(), &dir, options, profiles()).expect("live");
+    for from in (0..10_000).step_by(100) {
+        let batch: Vec<Value> = (from..from + 100)
+            .map(|i| new_post(&published, i, "f"))
+            .collect();
+        live.publish(batch).unwrap();
+    }
+    group.bench_function("feed_known_user_10k_published", |b| {
+        b.iter(|| black_box(published.feed(&request).unwrap().items.len()))
     });
     group.finish();
 }

@@ -627,7 +627,12 @@ impl Model {
         let terms = PostTerms::of(&post.stats, post.created_at, self.now, scoring);
         let reported_out = scoring::reported_past_threshold(&post.stats, scoring);
         let count = post_count(post.kind, &post.stats, scoring);
-        let (kind, tags) = (post.kind, post.hashtags.clone());
+        let (kind, created_at, lang, tags) = (
+            post.kind,
+            post.created_at,
+            post.lang.clone(),
+            post.hashtags.clone(),
+        );
         let row = self.tables.publish(
             NewRow {
                 post,
@@ -644,8 +649,23 @@ impl Model {
             },
         )?;
         self.hashtags
-            .record_post_change(&tags, PostCount::default(), count);
+            .record_published(&tags, &lang, kind, created_at, count);
         Some(row)
+    }
+
+    /// Records that `user_id` onboarded (or changed their picks) with `after`, `before` being
+    /// their previous profile: the hashtags' follower counts follow (the snapshot's follows
+    /// of a snapshot user onboarding for the first time are replaced).
+    pub fn record_onboarding(&self, user_id: &str, before: Option<&Profile>, after: &Profile) {
+        let hashtags = &self.hashtags;
+        match (before, self.snapshot_user(user_id)) {
+            (Some(p), _) => hashtags.record_follows(&p.follows, &p.langs, -1, true),
+            (None, Some(u)) => {
+                hashtags.record_follows(&u.follows, &u.langs, -1, hashtags.is_recent(u.created_at))
+            }
+            (None, None) => {}
+        }
+        hashtags.record_follows(&after.follows, &after.langs, 1, true);
     }
 
     /// Posts published since the snapshot, and the heap bytes they hold (records, vectors

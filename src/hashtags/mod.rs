@@ -33,11 +33,14 @@
 //! `max_reported_share`: a tag carried by ads or by reported posts would lead to a feed of
 //! them. Tags the viewer already follows are left out.
 //!
-//! Statistics and vectors are derived once per model (`Hashtags::build`). Live events then
-//! move posts' value scores and report counts (`Hashtags::record_post_change`): each tag's
-//! mean value and eligibility follow from the next recommendation on; activity (trending) is
-//! the snapshot's. A tag's vector is its row of `hashtags.npy` when
-//! the snapshot has one, else the mean of its organic posts' vectors.
+//! Statistics and vectors are derived once per model (`Hashtags::build`). Live writes then
+//! move them, from the next recommendation on: events move posts' value scores and report
+//! counts (`Hashtags::record_post_change`: mean value, eligibility), published posts add to
+//! their tags' activity and post counts (`Hashtags::record_published`: trending, bridge,
+//! eligibility), and onboarding follows add followers (`Hashtags::record_follows`). Tags no
+//! snapshot knows are not recommended before a snapshot has them (they have no statistics to
+//! be judged by). A tag's vector is its row of `hashtags.npy` when the snapshot has one, else
+//! the mean of its organic posts' vectors.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,12 +209,45 @@ struct TagEntry {
     bridge: f32,
 }
 
-/// What live events changed in a tag's counts since the snapshot.
-#[derive(Debug, Clone, Copy, Default)]
+/// What live writes changed in a tag's counts since the snapshot.
+#[derive(Debug, Clone, Default)]
 struct TagChange {
     organic_posts: i32,
     reported_posts: i32,
     value_sum: f32,
+    all_posts: i32,
+    paid_posts: i32,
+    /// Activity added per community: `(language id, or `langs.len()` for bilingual posts,
+    /// added activity)`.
+    activity: Vec<(usize, ActivityChange)>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ActivityChange {
+    posts: i32,
+    recent_posts: i32,
+    followers: i32,
+    recent_followers: i32,
+}
+
+impl Activity {
+    fn changed(&self, change: &ActivityChange) -> Activity {
+        let add = |n: u32, d: i32| (i64::from(n) + i64::from(d)).max(0) as u32;
+        Activity {
+            posts: add(self.posts, change.posts),
+            recent_posts: add(self.recent_posts, change.recent_posts),
+            followers: add(self.followers, change.followers),
+            recent_followers: add(self.recent_followers, change.recent_followers),
+        }
+    }
+}
+
+/// A tag's activity with live changes applied.
+#[derive(Debug, Clone)]
+struct LiveActivity {
+    by_lang: Vec<Activity>,
+    mixed: Activity,
+    bridge: f32,
 }
 
 /// What follows from the counts, for every tag: recomputed after live changes.
@@ -220,6 +256,8 @@ struct Derived {
     eligible: Vec<bool>,
     /// Mean value scaled to [0, 1] over eligible tags.
     value_scaled: Vec<f32>,
+    /// Activity of the tags live writes added to (the others' is the snapshot's).
+    activity: HashMap<u32, LiveActivity>,
 }
 
 /// Hashtag statistics and vectors of one model, and the recommender over them.
@@ -233,6 +271,8 @@ pub struct Hashtags {
     vectors: Vec<f32>,
     has_vector: Vec<bool>,
     options: HashtagOptions,
+    /// The instant recent activity is counted back from.
+    now: i64,
     /// Changes live events made to tags' counts (`Hashtags::record_post_change`).
     changes: Mutex<HashMap<u32, TagChange>>,
     /// Set by a change, cleared when `derived` is recomputed.
@@ -434,6 +474,7 @@ impl Hashtags {
             vectors,
             has_vector,
             options,
+            now,
             changes: Mutex::new(HashMap::new()),
             stale: AtomicBool::new(false),
             derived: RwLock::new(Arc::new(derived)),
@@ -462,6 +503,89 @@ impl Hashtags {
                 if count.reported {
                     change.reported_posts += sign;
                 }
+            }
+        }
+        self.stale.store(true, Ordering::Release);
+    }
+
+    /// Records a post published after the snapshot: one more post under each of its known
+    /// `tags`, paid unless organic, and unless it is an ad or reported, activity in its
+    /// language's community (`lang`; `mixed` for bilingual), recent if created within the
+    /// velocity window. `count` is as for [`Hashtags::record_post_change`].
+    pub fn record_published(
+        &self,
+        tags: &[String],
+        lang: &str,
+        kind: PostKind,
+        created_at: i64,
+        count: PostCount,
+    ) {
+        let slot = self.community(lang);
+        let recent = self.is_recent(created_at);
+        self.change(tags, |change| {
+            change.all_posts += 1;
+            if kind != PostKind::Organic {
+                change.paid_posts += 1;
+            }
+            if count.organic {
+                change.organic_posts += 1;
+                change.value_sum += count.value;
+            }
+            if count.reported {
+                change.reported_posts += 1;
+            }
+            if kind != PostKind::Ad && !count.reported {
+                let a = activity_slot(change, slot);
+                a.posts += 1;
+                a.recent_posts += i32::from(recent);
+            }
+        });
+    }
+
+    /// Records followers: `sign` +1 for a user who now follows `tags` reading `langs`, −1 for
+    /// one who no longer does; recent if they started following within the velocity window
+    /// (an onboarding is now).
+    pub fn record_follows(&self, tags: &[String], langs: &[String], sign: i32, recent: bool) {
+        let slots: Vec<usize> = langs
+            .iter()
+            .filter_map(|l| self.langs.iter().position(|c| c == l))
+            .collect();
+        if slots.is_empty() {
+            return;
+        }
+        self.change(tags, |change| {
+            for &slot in &slots {
+                let a = activity_slot(change, slot);
+                a.followers += sign;
+                if recent {
+                    a.recent_followers += sign;
+                }
+            }
+        });
+    }
+
+    /// Whether activity at `time` counts as recent.
+    pub fn is_recent(&self, time: i64) -> bool {
+        let window = i64::from(self.options.velocity_window_hours) * 3600;
+        self.now.saturating_sub(time) <= window
+    }
+
+    /// The community slot of a post in `lang`: its language id, or the bilingual slot for
+    /// `mixed` and for a language no snapshot post or user has.
+    fn community(&self, lang: &str) -> usize {
+        self.langs
+            .iter()
+            .position(|c| c == lang)
+            .unwrap_or(self.langs.len())
+    }
+
+    /// Applies `f` to the change of every known tag of `tags`, and marks the derived values
+    /// stale.
+    fn change(&self, tags: &[String], mut f: impl FnMut(&mut TagChange)) {
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        for tag in tags {
+            if let Some(&id) = self.ids.get(tag.as_str()) {
+                f(changes.entry(id).or_default());
             }
         }
         self.stale.store(true, Ordering::Release);
@@ -561,34 +685,41 @@ impl Hashtags {
         let lang = query
             .lang
             .and_then(|code| self.langs.iter().position(|l| l == code));
-        let activity = |t: &TagEntry| -> (f32, f32) {
+        let derived = self.derived();
+        // A tag's activity per community and bridge term: live ones if writes changed them.
+        let live = |id: usize| -> (&[Activity], &Activity, f32) {
+            let t = &self.tags[id];
+            match derived.activity.get(&(id as u32)) {
+                Some(a) => (&a.by_lang, &a.mixed, a.bridge),
+                None => (&t.by_lang, &t.mixed, t.bridge),
+            }
+        };
+        let activity = |id: usize| -> (f32, f32) {
+            let (by_lang, mixed, _) = live(id);
             let (recent, total) = match lang {
                 Some(l) => (
-                    t.by_lang[l].recent() + 0.5 * t.mixed.recent(),
-                    t.by_lang[l].total() + 0.5 * t.mixed.total(),
+                    by_lang[l].recent() + 0.5 * mixed.recent(),
+                    by_lang[l].total() + 0.5 * mixed.total(),
                 ),
-                None => t
-                    .by_lang
+                None => by_lang
                     .iter()
-                    .chain([&t.mixed])
+                    .chain([mixed])
                     .fold((0.0, 0.0), |(r, a), x| (r + x.recent(), a + x.total())),
             };
             (recent.ln_1p(), total.ln_1p())
         };
         let excluded = |tag: &str| query.exclude.iter().any(|e| e == tag);
-        let derived = self.derived();
         let candidates: Vec<usize> = (0..self.tags.len())
             .filter(|&id| derived.eligible[id] && !excluded(&self.tags[id].tag))
             .collect();
         let (max_recent, max_total) = candidates.iter().fold((0.0f32, 0.0f32), |(r, a), &id| {
-            let (recent, total) = activity(&self.tags[id]);
+            let (recent, total) = activity(id);
             (r.max(recent), a.max(total))
         });
         let ratio = |x: f32, max: f32| if max > 0.0 { x / max } else { 0.0 };
         let personal = !query.interests.is_empty();
         let terms_of = |id: usize| {
-            let t = &self.tags[id];
-            let (recent, total) = activity(t);
+            let (recent, total) = activity(id);
             let affinity = if personal && self.has_vector[id] {
                 let v = self.row(id);
                 query
@@ -603,7 +734,7 @@ impl Hashtags {
                 trending: options.velocity_share * ratio(recent, max_recent)
                     + (1.0 - options.velocity_share) * ratio(total, max_total),
                 value: derived.value_scaled[id],
-                bridge: t.bridge,
+                bridge: live(id).2,
                 affinity,
             }
         };
@@ -755,23 +886,56 @@ fn derive(
 ) -> Derived {
     let mut eligible = Vec::with_capacity(tags.len());
     let mut values = Vec::with_capacity(tags.len());
+    let mut activity = HashMap::new();
     for (id, t) in tags.iter().enumerate() {
-        let change = changes.get(&(id as u32)).copied().unwrap_or_default();
-        let organic = (t.organic_posts as i64 + i64::from(change.organic_posts)).max(0) as f32;
-        let reported = (t.reported_posts as i64 + i64::from(change.reported_posts)).max(0) as f32;
-        let all = t.all_posts as f32;
+        let change = changes.get(&(id as u32)).cloned().unwrap_or_default();
+        let count = |n: u32, d: i32| (i64::from(n) + i64::from(d)).max(0) as f32;
+        let organic = count(t.organic_posts, change.organic_posts);
+        let reported = count(t.reported_posts, change.reported_posts);
+        let all = count(t.all_posts, change.all_posts);
+        let paid = count(t.paid_posts, change.paid_posts);
         eligible.push(
             organic >= options.min_posts.max(1) as f32
-                && t.paid_posts as f32 <= options.max_paid_share * all
+                && paid <= options.max_paid_share * all
                 && reported <= options.max_reported_share * all,
         );
+        if !change.activity.is_empty() {
+            let mut by_lang = t.by_lang.clone();
+            let mut mixed = t.mixed;
+            for (slot, added) in &change.activity {
+                let a = by_lang.get_mut(*slot).unwrap_or(&mut mixed);
+                *a = a.changed(added);
+            }
+            let bridge = bridge(&by_lang, &mixed);
+            activity.insert(
+                id as u32,
+                LiveActivity {
+                    by_lang,
+                    mixed,
+                    bridge,
+                },
+            );
+        }
         values.push((t.value_sum + change.value_sum) / (organic + VALUE_PRIOR_POSTS));
     }
     let value_scaled = scaled(eligible.iter().copied().zip(values.iter().copied()));
     Derived {
         eligible,
         value_scaled,
+        activity,
     }
+}
+
+/// The activity change of community `slot` in `change`.
+fn activity_slot(change: &mut TagChange, slot: usize) -> &mut ActivityChange {
+    let i = match change.activity.iter().position(|(s, _)| *s == slot) {
+        Some(i) => i,
+        None => {
+            change.activity.push((slot, ActivityChange::default()));
+            change.activity.len() - 1
+        }
+    };
+    &mut change.activity[i].1
 }
 
 /// Scales the values of eligible entries to [0, 1] (0 for the others, and for all if they are

@@ -504,9 +504,12 @@ const TAGS: [&str; 6] = ["t0", "t1", "t2", "t3", "t4", "t5"];
 const LANGS: [&str; 3] = ["en", "zh", "mixed"];
 
 fn world(raw: &[RawPost]) -> Snapshot {
+    snapshot(raw_posts(raw), vec![], &[])
+}
+
+fn raw_posts(raw: &[RawPost]) -> Vec<Post> {
     let kinds = [PostKind::Organic, PostKind::Ad, PostKind::Sponsored];
-    let posts = raw
-        .iter()
+    raw.iter()
         .enumerate()
         .map(|(i, (tags, lang, kind, age, reported))| {
             let mut names: Vec<&str> = tags.iter().map(|&t| TAGS[t]).collect();
@@ -521,8 +524,7 @@ fn world(raw: &[RawPost]) -> Snapshot {
             }
             p
         })
-        .collect();
-    snapshot(posts, vec![], &[])
+        .collect()
 }
 
 /// The trending term and eligibility of each tag, computed from the raw posts the long way,
@@ -617,6 +619,47 @@ proptest! {
         prop_assert_eq!(got, naive(&raw, &options, lang, limit));
     }
 
+    /// Posts published after the snapshot count as if the snapshot had held them: the same
+    /// recommendation as the naive reference over all posts.
+    #[test]
+    fn published_posts_count_as_snapshot_posts_do(
+        base in prop::collection::vec(raw_post(), 0..40),
+        published in prop::collection::vec(raw_post(), 0..40),
+        lang in 0..2usize,
+        limit in 1..7usize,
+    ) {
+        let options = HashtagOptions {
+            value_weight: 0.0,
+            bridge_weight: 0.0,
+            velocity_window_hours: 48,
+            ..no_variety()
+        };
+        // The newest post and both languages are in the snapshot, so "now" and the language
+        // communities are the same with or without the published posts; every tag is in its
+        // table (tags new to a model are not recommended before a snapshot has them).
+        let mut raw: Vec<RawPost> = vec![(vec![0], 0, 0, 0, false), (vec![1], 1, 0, 0, false)];
+        raw.extend(base);
+        let table: Vec<(&str, [f32; DIM])> = TAGS.iter().map(|&t| (t, axis(0, 0.0))).collect();
+        let hashtags = build(&snapshot(raw_posts(&raw), vec![], &table), options);
+        let scoring = ScoringConfig::default();
+        let all: Vec<RawPost> = raw.iter().chain(&published).cloned().collect();
+        for post in &raw_posts(&all)[raw.len()..] {
+            let reported = scoring::reported_past_threshold(&post.stats, &scoring);
+            let count = PostCount {
+                organic: post.kind == PostKind::Organic && !reported,
+                reported,
+                value: scoring::value_score(&post.stats, &scoring),
+            };
+            hashtags.record_published(&post.hashtags, &post.lang, post.kind, post.created_at, count);
+        }
+        let got: Vec<String> = hashtags
+            .recommend(&query(Some(LANGS[lang]), limit))
+            .iter()
+            .map(|p| p.tag.to_string())
+            .collect();
+        prop_assert_eq!(got, naive(&all, &options, lang, limit));
+    }
+
     /// Whatever the options, a page holds distinct eligible tags, never an excluded one, and
     /// as many as asked for when there are enough.
     #[test]
@@ -699,6 +742,45 @@ fn live_changes_move_a_tags_value_and_eligibility() {
     // A change that changes nothing is ignored.
     hashtags.record_post_change(&tags, reported, reported);
     assert_eq!(hashtags.eligible(), 1);
+}
+
+#[test]
+fn onboarding_follows_count_as_recent_followers_and_leave_with_a_change() {
+    let mut posts = Vec::new();
+    for i in 0..6 {
+        posts.push(organic(i, "en", &["quiet"], 500));
+        posts.push(organic(i + 6, "en", &["busy"], 500));
+    }
+    posts.push(organic(12, "en", &["busy"], 500));
+    let options = HashtagOptions {
+        value_weight: 0.0,
+        bridge_weight: 0.0,
+        velocity_share: 1.0,
+        ..no_variety()
+    };
+    let hashtags = build(&snapshot(posts, vec![], &[]), options);
+    let by_activity = |h: &Hashtags| -> Vec<String> {
+        h.recommend(&query(Some("en"), 2))
+            .iter()
+            .map(|p| p.tag.to_string())
+            .collect()
+    };
+    // Nothing recent: ties broken by name.
+    assert_eq!(by_activity(&hashtags), ["busy", "quiet"]);
+    let quiet = vec!["quiet".to_string()];
+    let en = vec!["en".to_string()];
+    hashtags.record_follows(&quiet, &en, 1, true);
+    assert_eq!(by_activity(&hashtags), ["quiet", "busy"]);
+    // A follower in a language no post or user has counts nowhere.
+    let busy = vec!["busy".to_string()];
+    hashtags.record_follows(&busy, &["fr".to_string()], 1, true);
+    hashtags.record_follows(&busy, &["fr".to_string()], 1, true);
+    assert_eq!(by_activity(&hashtags), ["quiet", "busy"]);
+    // The follower changes their picks.
+    hashtags.record_follows(&quiet, &en, -1, true);
+    hashtags.record_follows(&busy, &en, 1, true);
+    hashtags.record_follows(&busy, &en, 1, true);
+    assert_eq!(by_activity(&hashtags), ["busy", "quiet"]);
 }
 
 fn tags_of_page(hashtags: &Hashtags) -> Vec<&str> {

@@ -322,6 +322,8 @@ impl Live {
             publishing: Mutex::new(HashSet::new()),
         };
         let (mut batches, mut events, mut posts) = (0, 0, 0);
+        let mut replayed_profiles: std::collections::HashMap<String, Profile> =
+            std::collections::HashMap::new();
         {
             let mut users = live.users.write().unwrap_or_else(|e| e.into_inner());
             for record in records {
@@ -330,9 +332,14 @@ impl Live {
                     LogRecord::Carried(batch) => (batch, false),
                     LogRecord::Model { .. } => continue,
                     LogRecord::Profile { user_id, profile } => {
-                        if let Err(e) = live.profiles.put(&user_id, profile) {
+                        // What this model counted for the user so far: the replay's own.
+                        if let Err(e) = live.profiles.put(&user_id, profile.clone()) {
                             tracing::warn!(user_id, error = %e, "logged profile not restored");
+                            continue;
                         }
+                        let before = replayed_profiles.get(&user_id);
+                        live.model.record_onboarding(&user_id, before, &profile);
+                        replayed_profiles.insert(user_id, profile);
                         continue;
                     }
                     LogRecord::Posts(logged) => {
@@ -380,10 +387,19 @@ impl Live {
         }
         let record = LogRecord::Profile {
             user_id: user_id.to_string(),
-            profile: profile.clone(),
+            profile,
         };
         let receipt = self.wal.append(vec![encode(&record)])?;
-        Ok(self.in_turn(&receipt, || self.profiles.put(user_id, profile))?)
+        let LogRecord::Profile { profile, .. } = record else {
+            unreachable!("built as a profile record");
+        };
+        Ok(self.in_turn(&receipt, || {
+            let before = self.profiles.get(user_id);
+            let stored = self.profiles.put(user_id, profile.clone())?;
+            self.model
+                .record_onboarding(user_id, before.as_deref(), &profile);
+            Ok::<_, ProfileError>(stored)
+        })?)
     }
 
     /// Publishes `items` (JSON values: a post's `posts.jsonl` fields and its `embedding`),

@@ -701,3 +701,46 @@ fn published_posts_and_their_events_are_replayed_and_newer_ones_carried_to_a_new
     let (live, _) = open_as("next", dir.path());
     assert!(live.model().post_row("p_newer").is_some());
 }
+
+#[test]
+fn hashtag_activity_follows_publishing_and_onboarding_and_replays_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let lang = world().posts[0].lang.clone();
+    let tags_for = |live: &Live| -> Vec<(String, f32)> {
+        live.model()
+            .recommend_hashtags("stranger", None, None, Some(&lang), 10)
+            .unwrap()
+            .hashtags
+            .iter()
+            .map(|p| (p.tag.to_string(), p.score))
+            .collect()
+    };
+    let (before, after) = {
+        let (live, _) = open(dir.path(), LiveOptions::default());
+        let before = tags_for(&live);
+        // The page's last tag gets a burst of new posts and followers.
+        let tag = before.last().unwrap().0.clone();
+        let posts: Vec<serde_json::Value> = (0..20)
+            .map(|i| {
+                let mut p = post_for(&live, &user(), &format!("p_burst_{i}"), 60);
+                p["hashtags"] = json!([tag]);
+                p["lang"] = json!(lang);
+                p
+            })
+            .collect();
+        live.publish(posts).unwrap();
+        for u in 0..5 {
+            let profile = profile(&[&lang], &[&tag]);
+            live.put_profile(&format!("fan_{u}"), profile).unwrap();
+        }
+        // One fan puts the same picks again: live and replay must count it alike.
+        live.put_profile("fan_0", profile(&[&lang], &[&tag]))
+            .unwrap();
+        let after = tags_for(&live);
+        assert_eq!(after[0].0, tag, "{before:?} → {after:?}");
+        (before, after)
+    };
+    assert_ne!(before, after);
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    assert_eq!(tags_for(&live), after);
+}
