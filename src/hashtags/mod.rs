@@ -633,11 +633,15 @@ impl Hashtags {
         &self.vectors[id * self.dim..(id + 1) * self.dim]
     }
 
-    /// Organic posts under `tag` that count for its statistics (not past the report threshold).
+    /// Organic posts under `tag` that count for its statistics (not past the report threshold),
+    /// published posts and live reports included.
     pub fn organic_posts(&self, tag: &str) -> u32 {
-        self.ids
-            .get(tag)
-            .map_or(0, |&id| self.tags[id as usize].organic_posts)
+        let Some(&id) = self.ids.get(tag) else {
+            return 0;
+        };
+        let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        let change = changes.get(&id).map_or(0, |c| c.organic_posts);
+        (i64::from(self.tags[id as usize].organic_posts) + i64::from(change)).max(0) as u32
     }
 
     /// Interest vectors for someone who picked `tags` (unknown tags and tags without a vector

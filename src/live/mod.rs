@@ -440,12 +440,8 @@ impl Live {
         if !problems.is_empty() {
             return Err(LiveError::InvalidPosts(problems));
         }
-        let held = self.model.published().0;
-        if held + posts.len() > self.options.max_published {
-            return Err(LiveError::PublishedFull {
-                capacity: self.options.max_published,
-                held,
-            });
+        if posts.is_empty() {
+            return Ok(Vec::new());
         }
         // Reserve the ids, so that a concurrent request with one of them cannot pass this
         // check before this one is applied.
@@ -465,6 +461,14 @@ impl Live {
                 .collect();
             if !exists.is_empty() {
                 return Err(LiveError::PostsExist(exists));
+            }
+            // Counted with the batches in flight, so concurrent ones cannot overshoot.
+            let held = self.model.published().0 + publishing.len();
+            if held + posts.len() > self.options.max_published {
+                return Err(LiveError::PublishedFull {
+                    capacity: self.options.max_published,
+                    held,
+                });
             }
             let ids: Vec<String> = posts.iter().map(|p| p.post.id.clone()).collect();
             publishing.extend(ids.iter().cloned());

@@ -656,6 +656,16 @@ fn published_posts_are_bounded() {
     );
     live.publish(vec![post_for(&live, &user, "p_2", 1)])
         .unwrap();
+    // A known id is the answer even when the store is full; an empty batch logs nothing.
+    let err = live
+        .publish(vec![post_for(&live, &user, "p_1", 1)])
+        .unwrap_err();
+    assert!(matches!(err, LiveError::PostsExist(_)), "{err}");
+    let records = live.wal_stats().records;
+    assert_eq!(live.publish(Vec::new()).unwrap(), Vec::<u32>::new());
+    assert_eq!(live.wal_stats().records, records);
+    // Published organic posts count under their hashtags.
+    assert!(live.model().hashtags().organic_posts("tiktokrefugee") >= 2);
 }
 
 #[test]
