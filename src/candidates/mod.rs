@@ -219,17 +219,38 @@ impl Retriever {
         self.ads.len()
     }
 
-    /// Adds a post published after the snapshot, as row `row`, to the organic index or, for
-    /// an ad, to the ad index: the next search finds it. `vector` is its embedding,
-    /// validated (and normalised under cosine) already.
-    pub fn publish(&self, row: u32, kind: PostKind, vector: &[f32]) -> Result<(), LiveError> {
-        let index = match kind {
-            PostKind::Ad => &*self.ads,
-            PostKind::Organic | PostKind::Sponsored => &self.organic,
-        };
-        let vector = ArrayView2::from_shape((1, vector.len()), vector)
-            .expect("one row of the vector's length");
-        index.append(&[row], vector)
+    /// Adds posts published after the snapshot, `rows[i]` with embedding `vectors[i]` (each
+    /// validated already, and normalised under cosine), organic and sponsored ones to the
+    /// organic index and ads to the ad index: the next search finds them. One append per
+    /// index, so a batch copies the live indexes' open chunk once, not once a post.
+    pub fn publish(
+        &self,
+        rows: &[u32],
+        kinds: &[PostKind],
+        vectors: &[&[f32]],
+    ) -> Result<(), LiveError> {
+        let dim = vectors.first().map_or(0, |v| v.len());
+        for (is_ad, index) in [(false, &self.organic), (true, &*self.ads)] {
+            let picked: Vec<usize> = (0..rows.len())
+                .filter(|&i| (kinds[i] == PostKind::Ad) == is_ad)
+                .collect();
+            if picked.is_empty() {
+                continue;
+            }
+            let ids: Vec<u32> = picked.iter().map(|&i| rows[i]).collect();
+            let data: Vec<f32> = picked
+                .iter()
+                .flat_map(|&i| vectors[i].iter().copied())
+                .collect();
+            let matrix = ArrayView2::from_shape((ids.len(), dim), &data).map_err(|_| {
+                LiveError::Dimension {
+                    expected: dim,
+                    found: data.len() / ids.len(),
+                }
+            })?;
+            index.append(&ids, matrix)?;
+        }
+        Ok(())
     }
 
     /// Rows of the organic index in each segment (the snapshot's, sealed, delta).

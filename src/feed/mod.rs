@@ -617,40 +617,46 @@ impl Model {
         after
     }
 
-    /// Adds a post published after the snapshot, as the next row: from now on it is found by
+    /// Adds posts published after the snapshot, as the next rows: from now on each is found by
     /// similarity (the organic index, or the ad index for an ad), offered by the fresh source
     /// while it has few views, its id is known to `post_row`, and its hashtags count it.
-    /// Returns its row, or `None` if a post with its id exists already (nothing changes).
-    pub fn publish(&self, new: NewPost) -> Option<u32> {
-        let NewPost { post, vector } = new;
+    /// Returns each post's row, or `None` for one whose id exists already (it changes
+    /// nothing).
+    pub fn publish(&self, posts: Vec<NewPost>) -> Vec<Option<u32>> {
         let scoring = &self.weights.scoring;
-        let terms = PostTerms::of(&post.stats, post.created_at, self.now, scoring);
-        let reported_out = scoring::reported_past_threshold(&post.stats, scoring);
-        let count = post_count(post.kind, &post.stats, scoring);
-        let (kind, created_at, lang, tags) = (
-            post.kind,
-            post.created_at,
-            post.lang.clone(),
-            post.hashtags.clone(),
-        );
-        let row = self.tables.publish(
-            NewRow {
+        let rows: Vec<NewRow> = posts
+            .into_iter()
+            .map(|NewPost { post, vector }| NewRow {
+                terms: PostTerms::of(&post.stats, post.created_at, self.now, scoring),
+                reported_out: scoring::reported_past_threshold(&post.stats, scoring),
                 post,
                 vector,
-                terms,
-                reported_out,
-            },
+            })
+            .collect();
+        let rows = self.tables.publish(
+            rows,
             |id| self.post_row(id).is_some(),
-            |row, vector| {
+            |added| {
+                let kinds: Vec<PostKind> = added.iter().map(|&r| self.post(r).kind).collect();
+                let vectors: Vec<&[f32]> = added.iter().map(|&r| self.post_vector(r)).collect();
                 // Validated already (dimension, finite values): an append cannot fail here.
-                if let Err(e) = self.retriever.publish(row, kind, vector) {
-                    tracing::error!(row, error = %e, "published post not indexed");
+                if let Err(e) = self.retriever.publish(added, &kinds, &vectors) {
+                    tracing::error!(error = %e, "published posts not indexed");
                 }
             },
-        )?;
-        self.hashtags
-            .record_published(&tags, &lang, kind, created_at, count);
-        Some(row)
+        );
+        for &row in rows.iter().flatten() {
+            let post = self.post(row);
+            let count = post_count(post.kind, &post.stats, scoring);
+            self.hashtags.record_published(
+                &post.hashtags,
+                &post.lang,
+                post.kind,
+                post.created_at,
+                count,
+            );
+        }
+        rows
     }
 
     /// Records that `user_id` onboarded (or changed their picks) with `after`, `before` being

@@ -247,19 +247,36 @@ impl PostTables {
         }
     }
 
-    /// Adds a published post as the next row, and returns it, unless `exists` says its id is
-    /// taken (checked under the publishing lock, so two publishers of one id cannot both
-    /// succeed). `index` runs before the lock is released, once readers can see the row.
+    /// Adds published posts as the next rows, in order, and returns each one's row, or `None`
+    /// for one whose id `exists` says is taken (checked under the publishing lock, so two
+    /// publishers of one id cannot both succeed). `index` gets the new rows before the lock is
+    /// released, once readers can see them.
     pub fn publish(
         &self,
-        new: NewRow,
-        exists: impl FnOnce(&str) -> bool,
-        index: impl FnOnce(u32, &[f32]),
-    ) -> Option<u32> {
+        new: Vec<NewRow>,
+        exists: impl Fn(&str) -> bool,
+        index: impl FnOnce(&[u32]),
+    ) -> Vec<Option<u32>> {
         let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if exists(&new.post.id) {
-            return None;
+        let rows: Vec<Option<u32>> = new
+            .into_iter()
+            .map(|new| {
+                // Also refuses a repeat within `new`: the first is visible by now.
+                if exists(&new.post.id) {
+                    return None;
+                }
+                Some(self.push(&mut ids, new))
+            })
+            .collect();
+        let added: Vec<u32> = rows.iter().flatten().copied().collect();
+        if !added.is_empty() {
+            index(&added);
         }
+        rows
+    }
+
+    /// Stores one published post as the next row (the publishing lock held: `ids`).
+    fn push(&self, ids: &mut DenseIds, new: NewRow) -> u32 {
         let tag_ids: Box<[u32]> = new.post.hashtags.iter().map(|t| ids.hashtag(t)).collect();
         let lang = match self.lang_of(&new.post.lang) {
             Some(lang) => lang,
@@ -280,16 +297,14 @@ impl PostTables {
             tags: (0, 0),
             terms: new.terms,
         };
-        let row = self.published.push(PublishedPost {
+        self.published.push(PublishedPost {
             post: new.post,
             meta,
             tag_ids,
             vector: new.vector.into_boxed_slice(),
             inv_norm: if norm > 0.0 { 1.0 / norm } else { 0.0 },
             flags: PostFlags::default(),
-        });
-        index(row, &self.published_post(row).vector);
-        Some(row)
+        })
     }
 }
 

@@ -231,8 +231,14 @@ impl LiveIndex {
                 problem: "has no dimensions".into(),
             });
         }
+        let base_sorted = base.rows().is_sorted();
         let state = State {
-            rows: base.rows().iter().copied().collect(),
+            rows: if base_sorted {
+                HashSet::new()
+            } else {
+                base.rows().iter().copied().collect()
+            },
+            base_sorted,
             busy: false,
             shutdown: false,
             stopped: false,
@@ -316,11 +322,16 @@ impl LiveIndex {
         }
 
         let mut state = self.shared.lock();
-        if let Some(&row) = rows.iter().find(|row| state.rows.contains(row)) {
+        let current = self.shared.segments.load();
+        let in_base =
+            |row: &u32| state.base_sorted && current.base.rows().binary_search(row).is_ok();
+        if let Some(&row) = rows
+            .iter()
+            .find(|row| state.rows.contains(row) || in_base(row))
+        {
             return Err(LiveError::DuplicateRow { row });
         }
         state.rows.extend(rows);
-        let current = self.shared.segments.load();
         self.shared.segments.store(Arc::new(Segments {
             base: current.base.clone(),
             sealed: current.sealed.clone(),
@@ -639,8 +650,11 @@ struct Shared {
 
 /// The writers' state, behind the mutex.
 struct State {
-    /// Every row in any segment: appends refuse these.
+    /// Every row appended (and the base's, if they are not sorted): appends refuse these.
     rows: HashSet<u32>,
+    /// The base's rows are sorted, so appends check them by binary search instead of holding
+    /// them all in `rows` (megabytes for a snapshot of a million posts).
+    base_sorted: bool,
     /// A build is running.
     busy: bool,
     /// The index is being dropped: the worker stops.

@@ -343,9 +343,7 @@ impl Live {
                         continue;
                     }
                     LogRecord::Posts(logged) => {
-                        for post in logged {
-                            posts += usize::from(live.restore_post(post).is_some());
-                        }
+                        posts += live.restore_posts(logged).len();
                         continue;
                     }
                 };
@@ -486,35 +484,42 @@ impl Live {
         let LogRecord::Posts(logged) = record else {
             unreachable!("built as a posts record");
         };
-        let rows = self.in_turn(&receipt, || {
-            logged
-                .into_iter()
-                .filter_map(|p| self.restore_post(p))
-                .collect()
-        });
+        let rows = self.in_turn(&receipt, || self.restore_posts(logged));
         drop(reserved);
         Ok(rows)
     }
 
-    /// Adds a logged post to the model; `None` (with a warning) if it cannot be.
-    fn restore_post(&self, logged: LoggedPost) -> Option<u32> {
-        let LoggedPost { post, vector } = logged;
+    /// Adds logged posts to the model and returns their rows; one that cannot be added (its
+    /// id exists, or its embedding is of another dimension) is left out with a warning.
+    fn restore_posts(&self, logged: Vec<LoggedPost>) -> Vec<u32> {
         let dim = self.model.snapshot().dim();
-        if vector.len() != dim {
-            tracing::warn!(
-                post_id = post.id,
-                dim = vector.len(),
-                model_dim = dim,
-                "logged post not restored: its embedding has another dimension"
-            );
-            return None;
+        let mut ids = Vec::with_capacity(logged.len());
+        let posts: Vec<NewPost> = logged
+            .into_iter()
+            .filter(|p| {
+                let fits = p.vector.len() == dim;
+                if !fits {
+                    tracing::warn!(
+                        post_id = p.post.id,
+                        dim = p.vector.len(),
+                        model_dim = dim,
+                        "logged post not restored: its embedding has another dimension"
+                    );
+                }
+                fits
+            })
+            .map(|LoggedPost { post, vector }| {
+                ids.push(post.id.clone());
+                NewPost { post, vector }
+            })
+            .collect();
+        let rows = self.model.publish(posts);
+        for (id, row) in ids.iter().zip(&rows) {
+            if row.is_none() {
+                tracing::warn!(post_id = id, "logged post not restored: its id exists");
+            }
         }
-        let id = post.id.clone();
-        let row = self.model.publish(NewPost { post, vector });
-        if row.is_none() {
-            tracing::warn!(post_id = id, "logged post not restored: its id exists");
-        }
-        row
+        rows.into_iter().flatten().collect()
     }
 
     /// Runs `apply` for the records of `receipt` once every record logged before them has
