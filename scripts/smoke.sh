@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the README's run command: start `cargo run --release -- serve` on the bundled
 # demo world, wait until ready, check a demo user's feed, an unknown user's feed, a newcomer's
-# hashtags and onboarding, a hide through live events, and an error,
+# hashtags and onboarding, a hide through live events, publishing a post (and a 409 for it
+# again), and an error,
 # report resident memory, stop with SIGTERM and expect a clean exit.
 # Usage: scripts/smoke.sh            (port from FEEDRANK_ADDR, default 127.0.0.1:18080)
 set -euo pipefail
@@ -64,6 +65,21 @@ if curl -sf "$base/v1/users/$demo_user/feed?limit=20" | grep -q "\"$first_post\"
   echo "hidden post $first_post came back"; exit 1
 fi
 echo "  hide of $first_post -> gone from the next feed"
+post_body=$(python3 -c '
+import json
+dim = json.load(open("models/demo/manifest.json"))["dim"]
+post = {"id": "smoke_post_1", "author": "smoke_author", "lang": "en", "hashtags": ["cats"],
+        "kind": "organic", "created_at": 1737300000,
+        "embedding": [((i * 7) % 5 - 2) / 10 for i in range(dim)]}
+print(json.dumps({"posts": [post]}))')
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+  -d "$post_body" "$base/v1/posts")
+[ "$code" = 201 ] || { echo "publishing answered $code, expected 201"; exit 1; }
+curl -sf "$base/v1/posts/smoke_post_1" | python3 -c 'import json,sys; p = json.load(sys.stdin); assert p["published"] is True, p'
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: application/json' \
+  -d "$post_body" "$base/v1/posts")
+[ "$code" = 409 ] || { echo "publishing again answered $code, expected 409"; exit 1; }
+echo "  publish smoke_post_1 -> 201, shown by GET /v1/posts, again -> 409"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/$demo_user/feed?limit=0")
 [ "$code" = 400 ] || { echo "limit=0 answered $code, expected 400"; exit 1; }
 echo "  limit=0 -> 400"

@@ -178,10 +178,13 @@ where
     R: DeserializeOwned,
     T: Send,
 {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Asked only for a large file: the answer reads cgroup files, which would cost more than
+    // parsing one line (a post being published).
+    let parallel = bytes.len() >= PARALLEL_MIN_BYTES
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
     let half = bytes.len() / 2;
     // Split just after a newline, so that both halves hold whole lines.
-    let split = (threads > 1 && bytes.len() >= PARALLEL_MIN_BYTES)
+    let split = parallel
         .then(|| bytes[half..].iter().position(|&b| b == b'\n'))
         .flatten()
         .map(|i| half + i + 1);
