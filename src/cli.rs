@@ -15,6 +15,7 @@ use crate::demo::{self, DemoConfig};
 use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
 use crate::eval::hashtags as hashtag_eval;
 use crate::feed::{FeedError, FeedOptions, Model, Weights};
+use crate::lifecycle::Lifecycle;
 use crate::live::{Live, LiveOptions};
 use crate::profiles::Profiles;
 use crate::snapshot::{self, Issue, Metric, Snapshot, Summary, files, thousands};
@@ -51,6 +52,22 @@ enum Command {
         #[command(subcommand)]
         command: EvalCommand,
     },
+    /// Ask a running service to load another snapshot (or to roll back), through its admin
+    /// API; the admin token comes from FEEDRANK_ADMIN_TOKEN. Exits 1 if the service refuses.
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// Snapshot directory, relative to the service's models directory.
+    #[arg(required_unless_present = "rollback")]
+    path: Option<String>,
+    /// Return to the snapshot that served before the current one instead.
+    #[arg(long, conflicts_with = "path")]
+    rollback: bool,
+    /// The service's address (default 127.0.0.1:8080).
+    #[arg(long, env = "FEEDRANK_ADDR", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +169,9 @@ struct ServeArgs {
     /// Directory of the write-ahead log of live events (default: ./data).
     #[arg(long, env = "FEEDRANK_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Directory the admin routes may load snapshots from (default: the snapshot's parent).
+    #[arg(long, env = "FEEDRANK_MODELS_DIR")]
+    models_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -207,6 +227,7 @@ pub fn main() -> ExitCode {
             command: SnapshotCommand::Index { dir, config },
         } => store_index(&dir, config.as_deref()),
         Command::Demo(args) => write_demo(args),
+        Command::Reload(args) => reload(args),
         Command::Bench {
             command: BenchCommand::Ann(args),
         } => bench_ann(args),
@@ -447,6 +468,61 @@ fn store_index(dir: &Path, config: Option<&Path>) -> ExitCode {
     }
 }
 
+fn reload(args: ReloadArgs) -> ExitCode {
+    let Ok(token) = std::env::var("FEEDRANK_ADMIN_TOKEN") else {
+        eprintln!("error: set FEEDRANK_ADMIN_TOKEN to the service's admin token");
+        return ExitCode::FAILURE;
+    };
+    let (route, body) = match &args.path {
+        Some(path) => (
+            "/admin/snapshots/reload",
+            serde_json::json!({ "path": path }).to_string(),
+        ),
+        None => ("/admin/snapshots/rollback", String::new()),
+    };
+    match admin_request(args.addr, route, &token, &body) {
+        Ok((200, answer)) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Ok((status, answer)) => {
+            eprintln!("error: the service answered {status}: {answer}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.addr);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One `POST` to the admin API over plain HTTP/1.1: the status and the body. A reload of a
+/// large snapshot takes as long as loading it, so there is no read timeout.
+fn admin_request(
+    addr: std::net::SocketAddr,
+    route: &str,
+    token: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    write!(
+        stream,
+        "POST {route} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, answer) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer: {head:?}")))?;
+    Ok((status, answer.to_string()))
+}
+
 fn write_demo(args: DemoArgs) -> ExitCode {
     if !args.force && dir_has_entries(&args.out) {
         eprintln!(
@@ -515,6 +591,13 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
+    if let Some(dir) = args.models_dir {
+        config.models_dir = Some(dir);
+    }
+    // The token from the environment only: a flag would show it in the process list.
+    if let Ok(token) = std::env::var("FEEDRANK_ADMIN_TOKEN") {
+        config.admin_token = Some(token);
+    }
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -566,11 +649,32 @@ async fn run_service(config: ServeConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = AppState::with_profile_capacity(
+    let dir = config.snapshot_dir();
+    let models_dir = match &config.models_dir {
+        Some(dir) => dir.clone(),
+        None => dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let lifecycle = match Lifecycle::new(&models_dir, config.feed) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve");
+            return ExitCode::FAILURE;
+        }
+    };
+    if config.admin_token.as_deref().is_none_or(str::is_empty) {
+        tracing::info!("admin routes disabled: no admin token configured");
+    }
+    let state = AppState::with_admin(
         Duration::from_millis(config.request_timeout_ms),
         config.max_profiles,
+        Arc::clone(&lifecycle),
+        config.admin_token.as_deref(),
     );
-    let dir = config.snapshot_dir();
+    let reloads = Arc::clone(&lifecycle);
     let addr = listener.local_addr().unwrap_or(config.addr);
     let data_dir = config.data_dir.clone();
     tracing::info!(
@@ -590,10 +694,13 @@ async fn run_service(config: ServeConfig) -> ExitCode {
     tokio::spawn(async move {
         let load_dir = dir.clone();
         let loaded = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let model = Arc::new(Model::load(&load_dir, options).map_err(|e| {
                 report_load_failure(&load_dir, &e);
             })?);
-            open_live(model, &data_dir, live_options, profiles)
+            let live = open_live(model, &data_dir, live_options, profiles)?;
+            lifecycle.record(&load_dir, live.model(), started.elapsed());
+            Ok(live)
         })
         .await;
         match loaded {
@@ -607,6 +714,8 @@ async fn run_service(config: ServeConfig) -> ExitCode {
         }
         let _ = failed_tx.send(());
     });
+
+    tokio::spawn(watch_reloads(Arc::clone(&state), reloads));
 
     let load_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = Arc::clone(&load_failed);
@@ -627,6 +736,67 @@ async fn run_service(config: ServeConfig) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The file in the models directory naming the snapshot to serve (a path relative to it).
+const CURRENT_FILE: &str = "CURRENT";
+
+/// Reloads on SIGHUP (the snapshot `CURRENT` names, else the serving one again), and when
+/// the contents of `CURRENT` change (checked every 2 s). A reload that fails is logged and
+/// the serving model stays.
+async fn watch_reloads(state: Arc<AppState>, lifecycle: Arc<Lifecycle>) {
+    let pointer = lifecycle.models_dir().join(CURRENT_FILE);
+    let read_pointer = move || {
+        std::fs::read_to_string(&pointer)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let mut last = read_pointer();
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(s) => s.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<bool>();
+        let target = tokio::select! {
+            true = hup => {
+                tracing::info!("SIGHUP: reloading");
+                read_pointer().or_else(|| lifecycle.status().0.map(|info| info.path))
+            }
+            _ = tick.tick() => {
+                let now = read_pointer();
+                if now.is_none() || now == last {
+                    continue;
+                }
+                tracing::info!(pointer = now.as_deref().unwrap_or(""), "CURRENT changed: reloading");
+                now
+            }
+        };
+        last = read_pointer();
+        let Some(path) = target else { continue };
+        // Before the first load finishes there is nothing to replace.
+        if state.model().is_none() {
+            continue;
+        }
+        let (lifecycle, state) = (Arc::clone(&lifecycle), Arc::clone(&state));
+        let result = tokio::task::spawn_blocking(move || {
+            lifecycle.reload(&path, state.live(), |served| state.install(served))
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "reload failed; the serving model stays"),
+            Err(e) => tracing::error!(error = %e, "reload panicked; the serving model stays"),
+        }
+    }
 }
 
 fn report_load_failure(dir: &Path, error: &FeedError) {

@@ -84,6 +84,12 @@ pub struct ServeConfig {
     pub max_profiles: usize,
     /// Where the write-ahead log of live events lives.
     pub data_dir: PathBuf,
+    /// Snapshots the admin routes may load (reload, rollback); `None`: the served snapshot's
+    /// parent directory.
+    pub models_dir: Option<PathBuf>,
+    /// Bearer token of the admin routes; `None` or empty disables them. Prefer the
+    /// FEEDRANK_ADMIN_TOKEN environment variable to a file.
+    pub admin_token: Option<String>,
     pub feed: FeedOptions,
     pub live: LiveOptions,
 }
@@ -97,6 +103,8 @@ impl Default for ServeConfig {
             log_format: LogFormat::Text,
             max_profiles: 1_000_000,
             data_dir: PathBuf::from("data"),
+            models_dir: None,
+            admin_token: None,
             feed: FeedOptions::default(),
             live: LiveOptions::default(),
         }

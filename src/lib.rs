@@ -17,6 +17,7 @@ pub mod eval;
 pub mod feed;
 pub mod hashtags;
 pub mod index;
+pub mod lifecycle;
 pub mod live;
 pub mod policy;
 pub mod profiles;

@@ -832,3 +832,129 @@ fn serve_rejects_live_limits_out_of_range_naming_them() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("live.max_users"), "{stderr}");
 }
+
+/// A free port on 127.0.0.1 (bound and released: another process could take it meanwhile,
+/// which only this test's start would notice).
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// `GET path` on a running service: the status line's code and the body.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_with(addr, path, "")
+}
+
+/// [`http_get`] with extra header lines (each ending in CRLF).
+fn http_get_with(addr: &str, path: &str, headers: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n")?;
+    Some((
+        head.split_whitespace().nth(1)?.parse().ok()?,
+        body.to_string(),
+    ))
+}
+
+fn serving_version(addr: &str) -> Option<String> {
+    let (status, body) = http_get(addr, "/readyz")?;
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (status == 200).then(|| json["model_version"].as_str().unwrap().to_string())
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn operators_reload_by_command_by_sighup_and_by_the_current_pointer() {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    small_demo(&models.join("a"), "5");
+    small_demo(&models.join("b"), "6");
+    let addr = free_addr();
+    let token = "operator-token";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_feedrank"))
+        .args(["serve", "--snapshot", models.join("a").to_str().unwrap()])
+        .args([
+            "--addr",
+            &addr,
+            "--data-dir",
+            root.path().join("data").to_str().unwrap(),
+        ])
+        .env("FEEDRANK_ADMIN_TOKEN", token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start feedrank serve");
+    let reload = |args: &[&str], token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_feedrank"))
+            .arg("reload")
+            .args(args)
+            .args(["--addr", &addr])
+            .env("FEEDRANK_ADMIN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    wait_for(|| serving_version(&addr).is_some(), "the first load");
+    assert_eq!(serving_version(&addr).unwrap(), "demo-5");
+
+    let out = reload(&["b"], token);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"model_version\":\"demo-6\""));
+    assert_eq!(serving_version(&addr).unwrap(), "demo-6");
+    for (args, token, says) in [
+        (vec!["../a"], token, "invalid_path"),
+        (vec!["a"], "wrong", "401"),
+    ] {
+        let out = reload(&args, token);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains(says), "{}", text(&out.stderr));
+    }
+    let out = reload(&["--rollback"], token);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(serving_version(&addr).unwrap(), "demo-5");
+
+    // The CURRENT pointer: written, then noticed within a few seconds.
+    std::fs::write(models.join("CURRENT"), "b\n").unwrap();
+    wait_for(
+        || serving_version(&addr).as_deref() == Some("demo-6"),
+        "CURRENT",
+    );
+    // SIGHUP reloads what CURRENT names even though it did not change (the poll would not):
+    // `b` again, so the previous load is `b` too.
+    let snapshots = || {
+        let auth = format!("Authorization: Bearer {token}\r\n");
+        let (status, body) = http_get_with(&addr, "/admin/snapshots", &auth).unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    assert_eq!(snapshots()["previous"]["path"], "a");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for(|| snapshots()["previous"]["path"] == "b", "SIGHUP");
+    assert_eq!(serving_version(&addr).unwrap(), "demo-6");
+    assert!(child.try_wait().unwrap().is_none(), "still serving");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

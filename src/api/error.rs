@@ -9,7 +9,21 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::feed::FeedError;
-use crate::live::{LiveError, PostProblem};
+use crate::lifecycle::ReloadError;
+use crate::live::LiveError;
+use crate::snapshot::Issue;
+
+/// A snapshot's defects as JSON: file, line, field, message.
+fn snapshot_issues(issues: &[Issue]) -> serde_json::Value {
+    issues
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "file": i.file, "line": i.line, "field": i.field, "message": i.message,
+            })
+        })
+        .collect()
+}
 use crate::profiles::ProfileError;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +51,14 @@ pub enum ApiError {
     LiveDisabled,
     #[error("{0}")]
     Internal(String),
+    #[error("admin routes need `Authorization: Bearer <token>` with the configured admin token")]
+    Unauthorized,
+    #[error(
+        "admin routes are disabled: no admin token is configured (admin_token, or FEEDRANK_ADMIN_TOKEN)"
+    )]
+    AdminDisabled,
+    #[error(transparent)]
+    Reload(#[from] ReloadError),
     #[error("no snapshot is loaded yet; retry shortly")]
     NotReady,
     #[error("no route for {0}")]
@@ -51,9 +73,10 @@ pub enum ApiError {
 struct ErrorBody<'a> {
     code: &'a str,
     message: String,
-    /// Every problem, when a request has several (a publishing request's posts).
+    /// Every problem, when a request has several (a publishing request's posts, a snapshot's
+    /// defects).
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [PostProblem]>,
+    errors: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -103,6 +126,8 @@ impl ApiError {
             }
             ApiError::Live(LiveError::InvalidPosts(_)) => ("invalid_post", StatusCode::BAD_REQUEST),
             ApiError::Live(LiveError::PostsExist(_)) => ("post_exists", StatusCode::CONFLICT),
+            // Only if retrying on the successor kept failing: a reload in a loop.
+            ApiError::Live(LiveError::Retired) => ("reloading", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Live(LiveError::PublishedFull { .. }) => {
                 ("published_full", StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -112,6 +137,17 @@ impl ApiError {
             ) => ("log_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::LiveDisabled => ("live_disabled", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+            ApiError::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            ApiError::AdminDisabled => ("admin_disabled", StatusCode::FORBIDDEN),
+            ApiError::Reload(ReloadError::Path(_)) => ("invalid_path", StatusCode::BAD_REQUEST),
+            ApiError::Reload(ReloadError::Load { .. }) => {
+                ("invalid_snapshot", StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            ApiError::Reload(ReloadError::Live(_)) => {
+                ("log_unavailable", StatusCode::SERVICE_UNAVAILABLE)
+            }
+            ApiError::Reload(ReloadError::NoPrevious) => ("no_previous", StatusCode::CONFLICT),
+            ApiError::Reload(ReloadError::Busy) => ("reload_in_progress", StatusCode::CONFLICT),
             ApiError::NotReady => ("not_ready", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             ApiError::MethodNotAllowed(_) => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
@@ -133,8 +169,12 @@ impl IntoResponse for ApiError {
         }
         let errors = match &self {
             ApiError::Live(LiveError::InvalidPosts(list) | LiveError::PostsExist(list)) => {
-                Some(list.as_slice())
+                serde_json::to_value(list).ok()
             }
+            ApiError::Reload(ReloadError::Load {
+                error: FeedError::Snapshot(e),
+                ..
+            }) => Some(snapshot_issues(e.issues())),
             _ => None,
         };
         let body = ErrorBody {
@@ -143,6 +183,11 @@ impl IntoResponse for ApiError {
             errors,
         };
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            response
+                .headers_mut()
+                .insert("www-authenticate", "Bearer".parse().expect("static header"));
+        }
         if matches!(self, ApiError::NotReady) {
             response
                 .headers_mut()

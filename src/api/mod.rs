@@ -10,6 +10,9 @@
 //! | `POST /v1/events` | a batch of user events, logged durably, then applied |
 //! | `POST /v1/posts` | publish posts (all or none), logged durably, then rankable |
 //! | `GET /v1/posts/{post_id}` | a post as the service ranks it now |
+//! | `GET /admin/snapshots` | the serving snapshot and the one before (bearer token) |
+//! | `POST /admin/snapshots/reload` | load a snapshot of the models directory and swap it in |
+//! | `POST /admin/snapshots/rollback` | back to the snapshot that served before |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
 
@@ -22,12 +25,13 @@ use arc_swap::ArcSwapOption;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tower_http::trace::{DefaultMakeSpan, DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -36,6 +40,7 @@ pub use error::ApiError;
 use crate::feed::{
     DEFAULT_HASHTAG_LIMIT, DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext,
 };
+use crate::lifecycle::{Lifecycle, LoadInfo, Served};
 use crate::live::{Live, LiveError};
 use crate::profiles::{Profile, ProfileInput, Profiles, Stored};
 
@@ -52,14 +57,29 @@ pub const POSTS_BODY_LIMIT: usize = 4 * 1024 * 1024;
 /// Onboarded users held when no capacity is configured.
 pub const DEFAULT_PROFILE_CAPACITY: usize = 1_000_000;
 
-/// What the handlers share: the model being served (none until the first load finishes) and
-/// the onboarded users' profiles (which outlive any model).
+/// What serves, swapped as one: the model and its live state, so a request never pairs a
+/// model with another model's live state.
+pub struct Serving {
+    pub model: Arc<Model>,
+    /// Live events and their log, for this model (none: events are refused).
+    pub live: Option<Arc<Live>>,
+}
+
+/// What the handlers share: what serves (nothing until the first load finishes), the
+/// onboarded users' profiles (which outlive any model), and for admin routes the lifecycle
+/// and its token.
 pub struct AppState {
-    model: ArcSwapOption<Model>,
-    /// Live events and their log, for the served model (none: events are refused).
-    live: ArcSwapOption<Live>,
+    serving: ArcSwapOption<Serving>,
     profiles: Arc<Profiles>,
     request_timeout: Duration,
+    admin: Option<Admin>,
+}
+
+/// What the admin routes need: the lifecycle (reloads, confined to its models directory)
+/// and the SHA-256 of the bearer token they require.
+struct Admin {
+    lifecycle: Arc<Lifecycle>,
+    token_sha256: [u8; 32],
 }
 
 impl AppState {
@@ -69,12 +89,31 @@ impl AppState {
 
     /// With room for `capacity` onboarded users.
     pub fn with_profile_capacity(request_timeout: Duration, capacity: usize) -> Arc<AppState> {
-        Arc::new(AppState {
-            model: ArcSwapOption::empty(),
-            live: ArcSwapOption::empty(),
+        Arc::new(AppState::build(request_timeout, capacity, None))
+    }
+
+    /// With admin routes: reloads through `lifecycle`, for requests bearing `token`. Without a
+    /// token (or an empty one) the admin routes are disabled.
+    pub fn with_admin(
+        request_timeout: Duration,
+        capacity: usize,
+        lifecycle: Arc<Lifecycle>,
+        token: Option<&str>,
+    ) -> Arc<AppState> {
+        let admin = token.filter(|t| !t.is_empty()).map(|token| Admin {
+            lifecycle,
+            token_sha256: Sha256::digest(token.as_bytes()).into(),
+        });
+        Arc::new(AppState::build(request_timeout, capacity, admin))
+    }
+
+    fn build(request_timeout: Duration, capacity: usize, admin: Option<Admin>) -> AppState {
+        AppState {
+            serving: ArcSwapOption::empty(),
             profiles: Arc::new(Profiles::new(capacity)),
             request_timeout,
-        })
+            admin,
+        }
     }
 
     /// The onboarded users' profiles: give them to `Live::open`, which logs and replays them.
@@ -82,23 +121,63 @@ impl AppState {
         &self.profiles
     }
 
-    /// Starts serving `model`. Requests already running finish on the model they started with.
+    /// Starts serving `model` without live state. Requests already running finish on the
+    /// model they started with.
     pub fn serve_model(&self, model: Arc<Model>) {
-        self.model.store(Some(model));
-    }
-
-    pub fn model(&self) -> Option<Arc<Model>> {
-        self.model.load_full()
+        self.serving
+            .store(Some(Arc::new(Serving { model, live: None })));
     }
 
     /// Starts serving `live`'s model with live events (durable, replayed from its log).
     pub fn serve_live(&self, live: Arc<Live>) {
-        self.live.store(Some(live.clone()));
-        self.model.store(Some(live.model().clone()));
+        let model = Arc::clone(live.model());
+        self.serving.store(Some(Arc::new(Serving {
+            model,
+            live: Some(live),
+        })));
+    }
+
+    /// What serves now: one consistent model and live state for a whole request.
+    pub fn serving(&self) -> Option<Arc<Serving>> {
+        self.serving.load_full()
+    }
+
+    pub fn model(&self) -> Option<Arc<Model>> {
+        self.serving().map(|s| Arc::clone(&s.model))
     }
 
     pub fn live(&self) -> Option<Arc<Live>> {
-        self.live.load_full()
+        self.serving().and_then(|s| s.live.clone())
+    }
+
+    /// Starts serving what a reload produced.
+    pub fn install(&self, served: Served) {
+        match served {
+            Served::Live(live) => self.serve_live(live),
+            Served::Model(model) => self.serve_model(model),
+        }
+    }
+}
+
+/// Runs a write on the live state that serves, on a blocking thread; if a reload retired
+/// that state meanwhile, runs it again on its successor.
+async fn on_live<T: Send + 'static>(
+    state: &AppState,
+    what: &'static str,
+    write: impl Fn(&Live) -> Result<T, LiveError> + Send + Sync + 'static,
+) -> Result<T, ApiError> {
+    let write = Arc::new(write);
+    let mut attempts = 0;
+    loop {
+        let live = state.live().ok_or(ApiError::LiveDisabled)?;
+        let run = Arc::clone(&write);
+        let result = tokio::task::spawn_blocking(move || run(&live))
+            .await
+            .map_err(|e| ApiError::Internal(format!("{what} stopped: {e}")))?;
+        match result {
+            Err(LiveError::Retired) if attempts < 10 => attempts += 1,
+            other => return other.map_err(ApiError::Live),
+        }
     }
 }
 
@@ -124,11 +203,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/posts/{post_id}", get(get_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(move |req, next| {
             with_timeout(timeout, req, next)
         }))
+        // Outside the request timeout: a reload takes as long as loading the snapshot.
+        .route("/admin/snapshots", get(admin_snapshots))
+        .route("/admin/snapshots/reload", post(admin_reload))
+        .route("/admin/snapshots/rollback", post(admin_rollback))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
@@ -176,7 +259,8 @@ async fn feed(
         DEFAULT_LIMIT,
         FeedError::InvalidLimit,
     )?;
-    let model = state.model().ok_or(ApiError::NotReady)?;
+    let serving = state.serving().ok_or(ApiError::NotReady)?;
+    let model = &serving.model;
     let request = FeedRequest {
         user_id: &user_id,
         limit,
@@ -198,7 +282,10 @@ async fn feed(
     let profile = state.profiles.get(&user_id);
     // Seen posts leave only a fresh feed: a cursor's offset counts positions of the sequence
     // its first page was cut from.
-    let viewed = live_state(&state, &model, &user_id, query.cursor.is_none());
+    let viewed = serving
+        .live
+        .as_ref()
+        .and_then(|live| live.viewed(&user_id, query.cursor.is_none()));
     let context = RequestContext {
         signals: viewed.as_ref().map(|v| &v.signals),
         weights: weights.as_ref(),
@@ -228,13 +315,11 @@ async fn hashtags(
         DEFAULT_HASHTAG_LIMIT,
         FeedError::InvalidHashtagLimit,
     )?;
-    let model = state.model().ok_or(ApiError::NotReady)?;
+    let serving = state.serving().ok_or(ApiError::NotReady)?;
+    let model = &serving.model;
     let profile = state.profiles.get(&user_id);
     // Only the embedding counts here: the user's signals are not built.
-    let vector = state
-        .live()
-        .filter(|live| Arc::ptr_eq(live.model(), &model))
-        .and_then(|live| live.vector(&user_id));
+    let vector = serving.live.as_ref().and_then(|live| live.vector(&user_id));
     let page = model.recommend_hashtags(
         &user_id,
         profile.as_deref(),
@@ -258,21 +343,6 @@ fn parse_limit(
     }
 }
 
-/// `user_id`'s live state, if the served model has live events and the user any.
-fn live_state(
-    state: &AppState,
-    model: &Arc<Model>,
-    user_id: &str,
-    with_seen: bool,
-) -> Option<crate::live::Viewed> {
-    let live = state.live()?;
-    // A model served without its live state (swapped in alone) has no events to show.
-    if !Arc::ptr_eq(live.model(), model) {
-        return None;
-    }
-    live.viewed(user_id, with_seen)
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsBody {
@@ -284,10 +354,10 @@ async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input: EventsBody = json_body(body, EVENTS_BODY_LIMIT, EVENTS_EXAMPLE)?;
-    let live = state.live().ok_or(ApiError::LiveDisabled)?;
-    let outcome = tokio::task::spawn_blocking(move || live.ingest(input.events))
-        .await
-        .map_err(|e| ApiError::Internal(format!("event ingestion stopped: {e}")))??;
+    let outcome = on_live(&state, "event ingestion", move |live| {
+        live.ingest(input.events.clone())
+    })
+    .await?;
     Ok(Json(outcome).into_response())
 }
 
@@ -309,12 +379,10 @@ async fn post_posts(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input: PostsBody = json_body(body, POSTS_BODY_LIMIT, POSTS_EXAMPLE)?;
-    let live = state.live().ok_or(ApiError::LiveDisabled)?;
-    let publisher = live.clone();
-    let rows = tokio::task::spawn_blocking(move || publisher.publish(input.posts))
-        .await
-        .map_err(|e| ApiError::Internal(format!("publishing stopped: {e}")))??;
-    let model = live.model();
+    let (model, rows) = on_live(&state, "publishing", move |live| {
+        Ok((Arc::clone(live.model()), live.publish(input.posts.clone())?))
+    })
+    .await?;
     let body = Published {
         model_version: model.model_version(),
         published: rows
@@ -417,15 +485,16 @@ async fn put_user(
     let view = UserView::of(&user_id, &profile, model.as_deref());
     // With live events, the profile is logged durably before it is stored and answered.
     let stored = match state.live() {
-        Some(live) => {
+        Some(_) => {
             let id = user_id.clone();
-            tokio::task::spawn_blocking(move || live.put_profile(&id, profile))
-                .await
-                .map_err(|e| ApiError::Internal(format!("profile store stopped: {e}")))?
-                .map_err(|e| match e {
-                    LiveError::Profile(e) => ApiError::Profile(e),
-                    other => ApiError::Live(other),
-                })?
+            on_live(&state, "profile store", move |live| {
+                live.put_profile(&id, profile.clone())
+            })
+            .await
+            .map_err(|e| match e {
+                ApiError::Live(LiveError::Profile(e)) => ApiError::Profile(e),
+                other => other,
+            })?
         }
         None => state.profiles.put(&user_id, profile)?,
     };
@@ -513,6 +582,89 @@ struct Health {
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     model_version: Option<String>,
+}
+
+/// The admin routes' state, if the request bears their token (compared as SHA-256 digests in
+/// constant time, so the time taken says nothing about how much of a guess was right).
+fn authorized<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Admin, ApiError> {
+    let admin = state.admin.as_ref().ok_or(ApiError::AdminDisabled)?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    let digest: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+    let differs = digest
+        .iter()
+        .zip(&admin.token_sha256)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if differs != 0 {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(admin)
+}
+
+/// The serving snapshot and the one before it.
+#[derive(Debug, Serialize)]
+struct Snapshots {
+    serving: Option<LoadInfo>,
+    previous: Option<LoadInfo>,
+}
+
+impl Snapshots {
+    fn of(lifecycle: &Lifecycle) -> Snapshots {
+        let (serving, previous) = lifecycle.status();
+        Snapshots { serving, previous }
+    }
+}
+
+async fn admin_snapshots(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let admin = authorized(&state, &headers)?;
+    Ok(Json(Snapshots::of(&admin.lifecycle)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReloadBody {
+    /// A snapshot directory, relative to the models directory.
+    path: String,
+}
+
+async fn admin_reload(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let lifecycle = Arc::clone(&authorized(&state, &headers)?.lifecycle);
+    let input: ReloadBody = json_body(body, PROFILE_BODY_LIMIT, r#"{"path": "demo"}"#)?;
+    let current = state.live();
+    let installer = Arc::clone(&state);
+    let done = Arc::clone(&lifecycle);
+    tokio::task::spawn_blocking(move || {
+        lifecycle.reload(&input.path, current, |served| installer.install(served))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reload stopped: {e}")))??;
+    Ok(Json(Snapshots::of(&done)).into_response())
+}
+
+async fn admin_rollback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lifecycle = Arc::clone(&authorized(&state, &headers)?.lifecycle);
+    let current = state.live();
+    let installer = Arc::clone(&state);
+    let done = Arc::clone(&lifecycle);
+    tokio::task::spawn_blocking(move || {
+        lifecycle.rollback(current, |served| installer.install(served))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("rollback stopped: {e}")))??;
+    Ok(Json(Snapshots::of(&done)).into_response())
 }
 
 async fn healthz() -> Json<Health> {

@@ -174,6 +174,9 @@ pub enum LiveError {
     PostsExist(Vec<PostProblem>),
     #[error("posts: at most {capacity} posts are held between snapshots; {held} are")]
     PublishedFull { capacity: usize, held: usize },
+    /// A reload handed the log to a successor: retry there.
+    #[error("this model's live state was replaced by a reload")]
+    Retired,
 }
 
 /// What is wrong with one post of a publishing request.
@@ -227,8 +230,12 @@ pub struct Live {
     /// The onboarded users' profiles, shared with whoever serves them (they outlive models).
     profiles: Arc<Profiles>,
     users: RwLock<Users>,
-    wal: Wal,
+    /// Shared with the successor that takes the log over on a reload.
+    wal: Arc<Wal>,
     options: LiveOptions,
+    /// Held (read) by every write from its check to its apply; a reload holds it (write) to
+    /// hand the log over, then marks this state retired.
+    gate: RwLock<bool>,
     /// Sequence number of the next log record to apply: batches are applied in log order,
     /// so that a replay rebuilds exactly the state they built (embedding steps do not
     /// commute).
@@ -258,14 +265,56 @@ impl Live {
     ) -> Result<(Live, Replayed), LiveError> {
         let (wal, recovered) = Wal::open(dir, WalOptions { sync: options.sync })?;
         let truncated_bytes = recovered.truncated.as_ref().map(|t| t.dropped_bytes);
-        let mut records = Vec::with_capacity(recovered.records.len());
-        for (index, bytes) in recovered.records.iter().enumerate() {
-            let record: LogRecord = postcard::from_bytes(bytes).map_err(|e| LiveError::Record {
-                index,
-                message: format!("cannot decode: {e}"),
-            })?;
-            records.push(record);
+        let records = decode_all(&recovered.records)?;
+        Live::from_log(
+            model,
+            Arc::new(wal),
+            records,
+            truncated_bytes,
+            options,
+            profiles,
+        )
+    }
+
+    /// The live state of `model` taking over this one's log: writes to this one wait
+    /// meanwhile, and once the successor is built (the log replayed onto `model`, compacted
+    /// first if `model` is another version), `install` runs (to start serving it) and this
+    /// one is retired: its writes answer [`LiveError::Retired`], to be retried on the
+    /// successor. If building fails, nothing is installed and this one carries on.
+    pub fn successor(
+        &self,
+        model: Arc<Model>,
+        install: impl FnOnce(Arc<Live>),
+    ) -> Result<(Arc<Live>, Replayed), LiveError> {
+        let mut retired = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        if *retired {
+            return Err(LiveError::Retired);
         }
+        let records = decode_all(&self.wal.records()?)?;
+        let (live, replayed) = Live::from_log(
+            model,
+            Arc::clone(&self.wal),
+            records,
+            None,
+            self.options,
+            Arc::clone(&self.profiles),
+        )?;
+        let live = Arc::new(live);
+        install(Arc::clone(&live));
+        *retired = true;
+        Ok((live, replayed))
+    }
+
+    /// Builds the live state of `model` from `records`, the whole log: replays it, after
+    /// compacting it first if it was written for another model version.
+    fn from_log(
+        model: Arc<Model>,
+        wal: Arc<Wal>,
+        mut records: Vec<LogRecord>,
+        truncated_bytes: Option<u64>,
+        options: LiveOptions,
+        profiles: Arc<Profiles>,
+    ) -> Result<(Live, Replayed), LiveError> {
         let version = model.model_version().to_string();
         // Records before the last model marker belong to an older model; they are dropped by
         // the compaction below, which may not have run if the process died right before it.
@@ -320,6 +369,7 @@ impl Live {
             next_to_apply,
             turn: Condvar::new(),
             publishing: Mutex::new(HashSet::new()),
+            gate: RwLock::new(false),
         };
         let (mut batches, mut events, mut posts) = (0, 0, 0);
         let mut replayed_profiles: std::collections::HashMap<String, Profile> =
@@ -377,6 +427,10 @@ impl Live {
     /// Stores `profile` for `user_id` once it is logged durably. A new user past the profiles'
     /// capacity is refused before anything is logged.
     pub fn put_profile(&self, user_id: &str, profile: Profile) -> Result<Stored, LiveError> {
+        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        if *retired {
+            return Err(LiveError::Retired);
+        }
         if self.profiles.is_full_for(user_id) {
             return Err(ProfileError::Full {
                 capacity: self.profiles.capacity(),
@@ -406,6 +460,10 @@ impl Live {
     /// and the posts are added to the model (`Model::publish`). Blocking: call it off the
     /// async runtime.
     pub fn publish(&self, items: Vec<serde_json::Value>) -> Result<Vec<u32>, LiveError> {
+        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        if *retired {
+            return Err(LiveError::Retired);
+        }
         if items.len() > MAX_POSTS_PER_BATCH {
             return Err(LiveError::TooManyPosts(items.len()));
         }
@@ -545,6 +603,10 @@ impl Live {
     /// Validates `items` (JSON values, so that one bad item does not spoil the batch), logs
     /// the valid ones durably, then applies them. Blocking: call it off the async runtime.
     pub fn ingest(&self, items: Vec<serde_json::Value>) -> Result<BatchOutcome, LiveError> {
+        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        if *retired {
+            return Err(LiveError::Retired);
+        }
         if items.len() > MAX_EVENTS_PER_BATCH {
             return Err(LiveError::TooManyEvents(items.len()));
         }
@@ -683,6 +745,19 @@ impl Drop for Reserved<'_> {
             set.remove(id);
         }
     }
+}
+
+/// Decodes every record of the log.
+fn decode_all(raw: &[Vec<u8>]) -> Result<Vec<LogRecord>, LiveError> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            postcard::from_bytes(bytes).map_err(|e| LiveError::Record {
+                index,
+                message: format!("cannot decode: {e}"),
+            })
+        })
+        .collect()
 }
 
 /// Drops the first `n` records of the log.

@@ -754,3 +754,42 @@ fn hashtag_activity_follows_publishing_and_onboarding_and_replays_the_same() {
     let (live, _) = open(dir.path(), LiveOptions::default());
     assert_eq!(tags_for(&live), after);
 }
+
+#[test]
+fn a_successor_takes_the_log_over_and_the_retired_state_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let user = user();
+    let hidden = world().posts[2].id.clone();
+    let (old, _) = open(dir.path(), LiveOptions::default());
+    old.ingest(vec![event(&user, &hidden, "hide")]).unwrap();
+    old.publish(vec![post_for(&old, &user, "p_carried", 600)])
+        .unwrap();
+    let mut installed = None;
+    let (next, replayed) = old
+        .successor(model_named("next"), |live| installed = Some(live))
+        .unwrap();
+    assert!(Arc::ptr_eq(installed.as_ref().unwrap(), &next));
+    assert_eq!(replayed.posts, 1);
+    assert_eq!(next.summary(&user).unwrap().hidden, 1);
+    assert!(next.model().post_row("p_carried").is_some());
+    // The old state answers Retired to every write; the successor takes them.
+    assert!(matches!(
+        old.ingest(vec![event(&user, &hidden, "save")]),
+        Err(LiveError::Retired)
+    ));
+    assert!(matches!(
+        old.put_profile("x", profile(&["en"], &[])),
+        Err(LiveError::Retired)
+    ));
+    assert!(matches!(
+        old.successor(model(), |_| {}),
+        Err(LiveError::Retired)
+    ));
+    next.ingest(vec![event("after", &hidden, "like")]).unwrap();
+    drop((old, next));
+    // What the successor logged is there after a restart.
+    let (again, _) = open_as("next", dir.path());
+    assert_eq!(again.summary(&user).unwrap().hidden, 1);
+    assert_eq!(again.summary("after").unwrap().events, 1);
+    assert!(again.model().post_row("p_carried").is_some());
+}

@@ -366,6 +366,24 @@ impl Wal {
         offer.done.recv().map_err(|_| WalError::Closed)?
     }
 
+    /// Every record in the log file now, in order: each append that has returned is there.
+    /// For handing the log over to a successor while appends are held back.
+    pub fn records(&self) -> Result<Vec<Vec<u8>>, WalError> {
+        self.check_poisoned()?;
+        let bytes = fs::read(&self.path).map_err(|e| WalError::io(&self.path, e))?;
+        if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+            return Err(WalError::NotAWal {
+                path: self.path.clone(),
+            });
+        }
+        let scan = scan(&bytes);
+        Ok(scan
+            .records
+            .iter()
+            .map(|r| bytes[r.clone()].to_vec())
+            .collect())
+    }
+
     /// The log's counters.
     pub fn stats(&self) -> WalStats {
         let s = &self.shared;

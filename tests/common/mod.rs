@@ -91,9 +91,23 @@ pub async fn raw_http(
     path: &str,
     body: &str,
 ) -> (u16, Value) {
+    raw_http_with(addr, method, path, &[], body).await
+}
+
+/// [`raw_http`] with extra request headers.
+pub async fn raw_http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
     if !body.is_empty() {
         request.push_str(&format!(
             "Content-Type: application/json\r\nContent-Length: {}\r\n",

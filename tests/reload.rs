@@ -1,0 +1,317 @@
+//! Hot reload over a real socket: the admin routes swap snapshots while clients read feeds and
+//! write events, and no request fails or mixes two models.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use feedrank::api::AppState;
+use feedrank::candidates::IndexKind;
+use feedrank::demo::{self, DemoConfig};
+use feedrank::feed::{FeedOptions, Model};
+use feedrank::lifecycle::Lifecycle;
+use feedrank::live::{Live, LiveOptions};
+use feedrank::snapshot::Snapshot;
+
+mod common;
+use common::{Server, raw_http, raw_http_with};
+
+const TOKEN: &str = "s3cret-admin-token";
+
+/// A small world with its own version and post ids (`prefix` before each), so a page shows
+/// which snapshot it came from.
+fn world(seed: u64, prefix: &str) -> Snapshot {
+    let mut snapshot = demo::generate(&DemoConfig {
+        posts: 800,
+        users: 60,
+        seed,
+        dim: 16,
+    })
+    .unwrap();
+    for post in &mut snapshot.posts {
+        post.id = format!("{prefix}{}", post.id);
+    }
+    snapshot
+}
+
+fn options() -> FeedOptions {
+    FeedOptions {
+        index: IndexKind::Exact,
+        ..FeedOptions::default()
+    }
+}
+
+struct Setup {
+    _root: tempfile::TempDir,
+    state: Arc<AppState>,
+    /// Post ids per model version.
+    ids: Vec<(String, HashSet<String>)>,
+    models: std::path::PathBuf,
+}
+
+/// Snapshots `a` and `b` (and a corrupt one) in a models directory; `a` serving with live
+/// state.
+fn setup(token: Option<&str>) -> Setup {
+    setup_with(token, Duration::from_secs(5))
+}
+
+fn setup_with(token: Option<&str>, request_timeout: Duration) -> Setup {
+    let root = tempfile::tempdir().unwrap();
+    let models = root.path().join("models");
+    let mut ids = Vec::new();
+    for (name, seed, prefix) in [("a", 11, "a_"), ("b", 12, "b_")] {
+        let snapshot = world(seed, prefix);
+        snapshot.write_to(&models.join(name)).unwrap();
+        let set = snapshot.posts.iter().map(|p| p.id.clone()).collect();
+        ids.push((snapshot.model_version().to_string(), set));
+    }
+    // A copy of `a` whose posts.npy lost its last bytes: its checksum no longer matches.
+    let broken = models.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    for entry in std::fs::read_dir(models.join("a")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+    }
+    let npy = broken.join("posts.npy");
+    let bytes = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &bytes[..bytes.len() - 7]).unwrap();
+
+    let lifecycle = Arc::new(Lifecycle::new(&models, options()).unwrap());
+    let state = AppState::with_admin(request_timeout, 1_000, lifecycle.clone(), token);
+    let model = Arc::new(Model::load(&models.join("a"), options()).unwrap());
+    lifecycle.record(&models.join("a"), &model, Duration::ZERO);
+    let (live, _) = Live::open(
+        model,
+        &root.path().join("data"),
+        LiveOptions {
+            sync: false,
+            ..LiveOptions::default()
+        },
+        state.profiles().clone(),
+    )
+    .unwrap();
+    state.serve_live(Arc::new(live));
+    Setup {
+        _root: root,
+        state,
+        ids,
+        models,
+    }
+}
+
+async fn admin(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let auth = format!("Bearer {TOKEN}");
+    raw_http_with(addr, method, path, &[("Authorization", &auth)], body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_reloads_under_load_fail_no_request_and_mix_no_models() {
+    let setup = setup(Some(TOKEN));
+    let server = Server::start(setup.state.clone()).await;
+    let addr = server.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let ids = Arc::new(setup.ids.clone());
+    let mut clients = Vec::new();
+    for c in 0..4 {
+        let (stop, served, ids) = (stop.clone(), served.clone(), ids.clone());
+        clients.push(tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let user = format!("u_{:04}", 1 + (c * 13 + i) % 60);
+                let (status, page) =
+                    raw_http(addr, "GET", &format!("/v1/users/{user}/feed?limit=20"), "").await;
+                assert_eq!(status, 200, "{page}");
+                let version = page["model_version"].as_str().unwrap();
+                let known = &ids
+                    .iter()
+                    .find(|(v, _)| v == version)
+                    .expect("a known version")
+                    .1;
+                let items = page["items"].as_array().unwrap();
+                assert!(!items.is_empty());
+                for item in items {
+                    let id = item["post_id"].as_str().unwrap();
+                    assert!(known.contains(id), "{id} is not a post of {version}");
+                }
+                // Writes through the reloads too: a hide of what was just served.
+                let event = json!({"events": [{"user_id": user, "post_id": items[0]["post_id"],
+                    "type": "hide", "ts": 1_900_000_000}]});
+                let (status, outcome) =
+                    raw_http(addr, "POST", "/v1/events", &event.to_string()).await;
+                assert_eq!(status, 200, "{outcome}");
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for n in 0..100 {
+        let path = if n % 2 == 0 { "b" } else { "a" };
+        let (status, body) = admin(
+            addr,
+            "POST",
+            "/admin/snapshots/reload",
+            &json!({ "path": path }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "reload {n}: {body}");
+        assert_eq!(body["serving"]["path"], path);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(
+        served.load(Ordering::Relaxed) > 100,
+        "clients ran during the reloads"
+    );
+    // The last reload was to `a`; `b` served before it.
+    let (status, body) = admin(addr, "GET", "/admin/snapshots", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["serving"]["model_version"], setup.ids[0].0.as_str());
+    assert_eq!(body["previous"]["model_version"], setup.ids[1].0.as_str());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_reload_keeps_the_old_model_and_says_why() {
+    let setup = setup(Some(TOKEN));
+    let server = Server::start(setup.state.clone()).await;
+    let addr = server.addr;
+    let serving = |state: &AppState| state.model().unwrap().model_version().to_string();
+    let before = serving(&setup.state);
+
+    let (status, body) = admin(
+        addr,
+        "POST",
+        "/admin/snapshots/reload",
+        r#"{"path": "broken"}"#,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["code"], "invalid_snapshot");
+    let errors = body["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e["file"] == "posts.npy"),
+        "{errors:?}"
+    );
+    assert_eq!(serving(&setup.state), before);
+
+    for bad in ["../outside", "/etc", "missing", ""] {
+        let (status, body) = admin(
+            addr,
+            "POST",
+            "/admin/snapshots/reload",
+            &json!({ "path": bad }).to_string(),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_path")),
+            "{bad}: {body}"
+        );
+    }
+    let (status, body) = admin(addr, "POST", "/admin/snapshots/reload", r#"{"pth": "a"}"#).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_body")));
+    // Nothing to roll back to yet: only `a` has served.
+    let (status, body) = admin(addr, "POST", "/admin/snapshots/rollback", "").await;
+    assert_eq!((status, body["code"].as_str()), (409, Some("no_previous")));
+    assert_eq!(serving(&setup.state), before);
+
+    // Reload, then roll back: the live state goes along (a hide stays hidden).
+    let (status, page) = raw_http(addr, "GET", "/v1/users/u_0003/feed?limit=5", "").await;
+    assert_eq!(status, 200);
+    let hidden = page["items"][0]["post_id"].as_str().unwrap().to_string();
+    let event = json!({"events": [{"user_id": "u_0003", "post_id": hidden, "type": "hide", "ts": 1_900_000_000}]});
+    raw_http(addr, "POST", "/v1/events", &event.to_string()).await;
+    let (status, _) = admin(addr, "POST", "/admin/snapshots/reload", r#"{"path": "b"}"#).await;
+    assert_eq!(status, 200);
+    assert_ne!(serving(&setup.state), before);
+    let (status, body) = admin(addr, "POST", "/admin/snapshots/rollback", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["serving"]["path"], "a");
+    assert_eq!(serving(&setup.state), before);
+    let (_, page) = raw_http(addr, "GET", "/v1/users/u_0003/feed?limit=100", "").await;
+    assert!(
+        !common::post_ids(&page).contains(&hidden),
+        "the hide was carried through two reloads"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn admin_routes_need_the_token_and_are_off_without_one() {
+    let setup = setup(Some(TOKEN));
+    let server = Server::start(setup.state.clone()).await;
+    let addr = server.addr;
+    for headers in [
+        vec![],
+        vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", TOKEN)],
+    ] {
+        let (status, body) = raw_http_with(
+            addr,
+            "POST",
+            "/admin/snapshots/reload",
+            &headers,
+            r#"{"path": "b"}"#,
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+        let (status, _) = raw_http_with(addr, "GET", "/admin/snapshots", &headers, "").await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(
+        setup.state.model().unwrap().model_version(),
+        setup.ids[0].0,
+        "nothing reloaded"
+    );
+    server.stop().await;
+
+    let setup = setup_disabled();
+    let server = Server::start(setup.state.clone()).await;
+    let auth = format!("Bearer {TOKEN}");
+    let (status, body) = raw_http_with(
+        server.addr,
+        "GET",
+        "/admin/snapshots",
+        &[("Authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("admin_disabled"))
+    );
+    assert!(setup.models.exists());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_longer_than_the_request_timeout_still_answers() {
+    let setup = setup_with(Some(TOKEN), Duration::from_millis(1));
+    let server = Server::start(setup.state.clone()).await;
+    let (status, body) = admin(
+        server.addr,
+        "POST",
+        "/admin/snapshots/reload",
+        r#"{"path": "b"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["serving"]["load_ms"].as_u64().unwrap() >= 1, "{body}");
+    server.stop().await;
+}
+
+fn setup_disabled() -> Setup {
+    setup(None)
+}
+
+#[test]
+fn the_models_directory_must_exist() {
+    assert!(Lifecycle::new(Path::new("/no/such/models"), options()).is_err());
+}
