@@ -152,6 +152,56 @@ impl Lifecycle {
         self.load(&dir, current, install)
     }
 
+    /// Loads the snapshot at `path` as a candidate arm: validated and indexed like a reload,
+    /// but served to nobody yet and without live state of its own.
+    pub fn load_candidate(&self, path: &str) -> Result<(Arc<Model>, LoadInfo), ReloadError> {
+        let dir = self.resolve(path)?;
+        let _busy = self.busy.try_lock().map_err(|_| ReloadError::Busy)?;
+        let started = Instant::now();
+        let model = Model::load(&dir, self.options).map_err(|error| ReloadError::Load {
+            path: self.relative(&dir),
+            error,
+        })?;
+        let info = self.info(&dir, &model, started.elapsed());
+        tracing::info!(
+            snapshot = info.path,
+            model_version = info.model_version,
+            load_ms = info.load_ms,
+            "candidate arm loaded"
+        );
+        Ok((Arc::new(model), info))
+    }
+
+    /// Makes the candidate arm's model the main one: the live state is handed over to it as
+    /// in a reload (the log replayed onto it), without loading it again.
+    pub fn promote(
+        &self,
+        model: Arc<Model>,
+        info: LoadInfo,
+        current: Option<Arc<Live>>,
+        install: impl Fn(Served),
+    ) -> Result<LoadInfo, ReloadError> {
+        let _busy = self.busy.try_lock().map_err(|_| ReloadError::Busy)?;
+        let started = Instant::now();
+        match current {
+            Some(live) => {
+                live.successor(Arc::clone(&model), |next| install(Served::Live(next)))?;
+            }
+            None => install(Served::Model(model)),
+        }
+        let info = LoadInfo {
+            load_ms: info.load_ms + started.elapsed().as_millis() as u64,
+            loaded_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            ..info
+        };
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.previous = history.current.replace(info.clone());
+        tracing::info!(model_version = info.model_version, "candidate arm promoted");
+        Ok(info)
+    }
+
     fn load(
         &self,
         dir: &Path,

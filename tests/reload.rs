@@ -315,3 +315,92 @@ fn setup_disabled() -> Setup {
 fn the_models_directory_must_exist() {
     assert!(Lifecycle::new(Path::new("/no/such/models"), options()).is_err());
 }
+
+#[tokio::test]
+async fn a_candidate_arm_serves_a_stable_share_of_users_and_can_be_promoted() {
+    let setup = setup(Some(TOKEN));
+    let server = Server::start(setup.state.clone()).await;
+    let addr = server.addr;
+    let (a, b) = (&setup.ids[0], &setup.ids[1]);
+
+    for bad in [
+        r#"{"path": "b", "share": 0}"#,
+        r#"{"path": "b", "share": 1.5}"#,
+        r#"{"path": "b"}"#,
+    ] {
+        let (status, body) = admin(addr, "POST", "/admin/arms/candidate", bad).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{bad}"
+        );
+    }
+    let (status, body) = admin(
+        addr,
+        "POST",
+        "/admin/arms/candidate",
+        r#"{"path": "b", "share": 0.3}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["candidate"]["model_version"], b.0.as_str());
+    assert_eq!(body["candidate"]["share"], 0.3);
+    assert_eq!(body["serving"]["model_version"], a.0.as_str());
+
+    // Each user's arm is decided by the hash of their id, the same on every request.
+    let mut on_candidate = 0;
+    for u in 1..=60 {
+        let user = format!("u_{u:04}");
+        let want = feedrank::api::user_bucket(&user) < 0.3;
+        for _ in 0..2 {
+            let (status, page) =
+                raw_http(addr, "GET", &format!("/v1/users/{user}/feed?limit=10"), "").await;
+            assert_eq!(status, 200);
+            let (arm, ids) = if want { ("candidate", b) } else { ("main", a) };
+            assert_eq!(page["arm"], arm, "{user}");
+            assert_eq!(page["model_version"], ids.0.as_str());
+            assert!(common::post_ids(&page).iter().all(|id| ids.1.contains(id)));
+            let (_, tags) = raw_http(addr, "GET", &format!("/v1/users/{user}/hashtags"), "").await;
+            assert_eq!(tags["arm"], arm);
+        }
+        on_candidate += usize::from(want);
+    }
+    assert!(
+        (5..=35).contains(&on_candidate),
+        "{on_candidate} of 60 on a 30% arm"
+    );
+
+    // Promotion: the candidate serves everyone, with the live state handed over.
+    let (status, body) = admin(addr, "POST", "/admin/arms/candidate/promote", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["serving"]["model_version"], b.0.as_str());
+    assert_eq!(body["previous"]["model_version"], a.0.as_str());
+    assert!(body["candidate"].is_null());
+    let (_, page) = raw_http(addr, "GET", "/v1/users/u_0001/feed", "").await;
+    assert_eq!(
+        (page["arm"].as_str(), page["model_version"].as_str()),
+        (Some("main"), Some(b.0.as_str()))
+    );
+    let event = json!({"events": [{"user_id": "u_0001", "post_id": common::post_ids(&page)[0], "type": "save", "ts": 1_900_000_000}]});
+    let (status, outcome) = raw_http(addr, "POST", "/v1/events", &event.to_string()).await;
+    assert_eq!(
+        (status, outcome["accepted"].as_u64()),
+        (200, Some(1)),
+        "{outcome}"
+    );
+
+    // A trial can be ended; ending none is a 404.
+    admin(
+        addr,
+        "POST",
+        "/admin/arms/candidate",
+        r#"{"path": "a", "share": 0.5}"#,
+    )
+    .await;
+    let (status, body) = admin(addr, "DELETE", "/admin/arms/candidate", "").await;
+    assert_eq!(status, 200);
+    assert!(body["candidate"].is_null());
+    let (status, body) = admin(addr, "DELETE", "/admin/arms/candidate", "").await;
+    assert_eq!((status, body["code"].as_str()), (404, Some("no_candidate")));
+    server.stop().await;
+}

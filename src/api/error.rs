@@ -59,6 +59,8 @@ pub enum ApiError {
     AdminDisabled,
     #[error(transparent)]
     Reload(#[from] ReloadError),
+    #[error("no candidate arm is on trial")]
+    NoCandidate,
     #[error("no snapshot is loaded yet; retry shortly")]
     NotReady,
     #[error("no route for {0}")]
@@ -138,6 +140,7 @@ impl ApiError {
             ApiError::LiveDisabled => ("live_disabled", StatusCode::SERVICE_UNAVAILABLE),
             ApiError::Internal(_) => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            ApiError::NoCandidate => ("no_candidate", StatusCode::NOT_FOUND),
             ApiError::AdminDisabled => ("admin_disabled", StatusCode::FORBIDDEN),
             ApiError::Reload(ReloadError::Path(_)) => ("invalid_path", StatusCode::BAD_REQUEST),
             ApiError::Reload(ReloadError::Load { .. }) => {

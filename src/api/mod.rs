@@ -13,6 +13,8 @@
 //! | `GET /admin/snapshots` | the serving snapshot and the one before (bearer token) |
 //! | `POST /admin/snapshots/reload` | load a snapshot of the models directory and swap it in |
 //! | `POST /admin/snapshots/rollback` | back to the snapshot that served before |
+//! | `POST`/`DELETE /admin/arms/candidate` | put a snapshot on trial for a share of users / end it |
+//! | `POST /admin/arms/candidate/promote` | the candidate serves everyone |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
 
@@ -58,11 +60,64 @@ pub const POSTS_BODY_LIMIT: usize = 4 * 1024 * 1024;
 pub const DEFAULT_PROFILE_CAPACITY: usize = 1_000_000;
 
 /// What serves, swapped as one: the model and its live state, so a request never pairs a
-/// model with another model's live state.
+/// model with another model's live state, and the candidate arm if one is on trial.
 pub struct Serving {
     pub model: Arc<Model>,
     /// Live events and their log, for this model (none: events are refused).
     pub live: Option<Arc<Live>>,
+    pub candidate: Option<Arc<Candidate>>,
+}
+
+/// A second snapshot serving a share of users (an A/B arm). It ranks with its own snapshot's
+/// embeddings and stats; the users' hides, reports and seen posts (kept by the main arm's live
+/// state, by post id) apply to it too. Live stats, moved embeddings and published posts stay
+/// with the main arm until the candidate is promoted.
+pub struct Candidate {
+    pub model: Arc<Model>,
+    /// Share of users it serves, in (0, 1).
+    pub share: f64,
+    pub info: LoadInfo,
+}
+
+/// Which arm served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arm {
+    Main,
+    Candidate,
+}
+
+impl Serving {
+    /// The arm serving `user_id`: the candidate for a stable share of users (a hash of the
+    /// id below the share), the main arm for the rest.
+    pub fn arm_for(&self, user_id: &str) -> (&Arc<Model>, Arm) {
+        match &self.candidate {
+            Some(c) if user_bucket(user_id) < c.share => (&c.model, Arm::Candidate),
+            _ => (&self.model, Arm::Main),
+        }
+    }
+}
+
+/// A user's place in [0, 1): a fixed hash of the id (FNV-1a, then splitmix64's finaliser,
+/// without which ids that differ in their last characters, `u_0001`, `u_0002`, ..., share
+/// their top bits), so a user stays in one arm across requests, processes and restarts.
+pub fn user_bucket(user_id: &str) -> f64 {
+    let mut hash = user_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    hash = (hash ^ (hash >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash = (hash ^ (hash >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^= hash >> 31;
+    // The top 53 bits: every value exactly representable.
+    (hash >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A response body with the arm that produced it.
+#[derive(Serialize)]
+struct WithArm<T: Serialize> {
+    #[serde(flatten)]
+    body: T,
+    arm: Arm,
 }
 
 /// What the handlers share: what serves (nothing until the first load finishes), the
@@ -124,17 +179,37 @@ impl AppState {
     /// Starts serving `model` without live state. Requests already running finish on the
     /// model they started with.
     pub fn serve_model(&self, model: Arc<Model>) {
-        self.serving
-            .store(Some(Arc::new(Serving { model, live: None })));
+        self.store(model, None);
+    }
+
+    /// Stores what serves, keeping the candidate arm on trial.
+    fn store(&self, model: Arc<Model>, live: Option<Arc<Live>>) {
+        self.serving.rcu(|current| {
+            Some(Arc::new(Serving {
+                model: Arc::clone(&model),
+                live: live.clone(),
+                candidate: current.as_ref().and_then(|s| s.candidate.clone()),
+            }))
+        });
+    }
+
+    /// Puts `candidate` on trial (or, with `None`, ends the trial).
+    pub fn set_candidate(&self, candidate: Option<Candidate>) {
+        let candidate = candidate.map(Arc::new);
+        self.serving.rcu(|current| {
+            current.as_ref().map(|s| {
+                Arc::new(Serving {
+                    model: Arc::clone(&s.model),
+                    live: s.live.clone(),
+                    candidate: candidate.clone(),
+                })
+            })
+        });
     }
 
     /// Starts serving `live`'s model with live events (durable, replayed from its log).
     pub fn serve_live(&self, live: Arc<Live>) {
-        let model = Arc::clone(live.model());
-        self.serving.store(Some(Arc::new(Serving {
-            model,
-            live: Some(live),
-        })));
+        self.store(Arc::clone(live.model()), Some(live));
     }
 
     /// What serves now: one consistent model and live state for a whole request.
@@ -210,6 +285,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/snapshots", get(admin_snapshots))
         .route("/admin/snapshots/reload", post(admin_reload))
         .route("/admin/snapshots/rollback", post(admin_rollback))
+        .route(
+            "/admin/arms/candidate",
+            post(admin_candidate).delete(admin_drop_candidate),
+        )
+        .route("/admin/arms/candidate/promote", post(admin_promote))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -260,7 +340,7 @@ async fn feed(
         FeedError::InvalidLimit,
     )?;
     let serving = state.serving().ok_or(ApiError::NotReady)?;
-    let model = &serving.model;
+    let (model, arm) = serving.arm_for(&user_id);
     let request = FeedRequest {
         user_id: &user_id,
         limit,
@@ -291,10 +371,14 @@ async fn feed(
         weights: weights.as_ref(),
         explain,
         profile: profile.as_deref(),
-        user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
+        // Moved in the main arm's embedding space: of no use to another model's.
+        user_vector: viewed
+            .as_ref()
+            .filter(|_| arm == Arm::Main)
+            .and_then(|v| v.vector.as_deref()),
     };
     let page = model.feed_with(&request, context)?;
-    Ok(Json(page).into_response())
+    Ok(Json(WithArm { body: page, arm }).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,10 +400,14 @@ async fn hashtags(
         FeedError::InvalidHashtagLimit,
     )?;
     let serving = state.serving().ok_or(ApiError::NotReady)?;
-    let model = &serving.model;
+    let (model, arm) = serving.arm_for(&user_id);
     let profile = state.profiles.get(&user_id);
-    // Only the embedding counts here: the user's signals are not built.
-    let vector = serving.live.as_ref().and_then(|live| live.vector(&user_id));
+    // Only the embedding counts here (the main arm's): the user's signals are not built.
+    let vector = serving
+        .live
+        .as_ref()
+        .filter(|_| arm == Arm::Main)
+        .and_then(|live| live.vector(&user_id));
     let page = model.recommend_hashtags(
         &user_id,
         profile.as_deref(),
@@ -327,7 +415,7 @@ async fn hashtags(
         query.lang.as_deref(),
         limit,
     )?;
-    Ok(Json(page).into_response())
+    Ok(Json(WithArm { body: page, arm }).into_response())
 }
 
 /// A `limit` query parameter: the default when absent; a value that is not a number is the
@@ -604,17 +692,36 @@ fn authorized<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Admin,
     Ok(admin)
 }
 
-/// The serving snapshot and the one before it.
+/// The serving snapshot, the one before it, and the candidate arm on trial.
 #[derive(Debug, Serialize)]
 struct Snapshots {
     serving: Option<LoadInfo>,
     previous: Option<LoadInfo>,
+    candidate: Option<CandidateView>,
+}
+
+#[derive(Debug, Serialize)]
+struct CandidateView {
+    #[serde(flatten)]
+    info: LoadInfo,
+    share: f64,
 }
 
 impl Snapshots {
-    fn of(lifecycle: &Lifecycle) -> Snapshots {
+    fn of(lifecycle: &Lifecycle, state: &AppState) -> Snapshots {
         let (serving, previous) = lifecycle.status();
-        Snapshots { serving, previous }
+        let candidate = state
+            .serving()
+            .and_then(|s| s.candidate.clone())
+            .map(|c| CandidateView {
+                info: c.info.clone(),
+                share: c.share,
+            });
+        Snapshots {
+            serving,
+            previous,
+            candidate,
+        }
     }
 }
 
@@ -623,7 +730,7 @@ async fn admin_snapshots(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let admin = authorized(&state, &headers)?;
-    Ok(Json(Snapshots::of(&admin.lifecycle)).into_response())
+    Ok(Json(Snapshots::of(&admin.lifecycle, &state)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -648,7 +755,7 @@ async fn admin_reload(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("reload stopped: {e}")))??;
-    Ok(Json(Snapshots::of(&done)).into_response())
+    Ok(Json(Snapshots::of(&done, &state)).into_response())
 }
 
 async fn admin_rollback(
@@ -664,7 +771,89 @@ async fn admin_rollback(
     })
     .await
     .map_err(|e| ApiError::Internal(format!("rollback stopped: {e}")))??;
-    Ok(Json(Snapshots::of(&done)).into_response())
+    Ok(Json(Snapshots::of(&done, &state)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CandidateBody {
+    /// A snapshot directory, relative to the models directory.
+    path: String,
+    /// Share of users the candidate serves, above 0 and below 1.
+    share: f64,
+}
+
+/// Loads a snapshot as the candidate arm, serving `share` of the users (replacing any
+/// candidate on trial).
+async fn admin_candidate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let lifecycle = Arc::clone(&authorized(&state, &headers)?.lifecycle);
+    let input: CandidateBody = json_body(
+        body,
+        PROFILE_BODY_LIMIT,
+        r#"{"path": "demo-next", "share": 0.1}"#,
+    )?;
+    if !(input.share > 0.0 && input.share < 1.0) {
+        return Err(ApiError::InvalidBody(format!(
+            "share: must be above 0 and below 1, got {}",
+            input.share
+        )));
+    }
+    state.serving().ok_or(ApiError::NotReady)?;
+    let loader = Arc::clone(&lifecycle);
+    let (model, info) = tokio::task::spawn_blocking(move || loader.load_candidate(&input.path))
+        .await
+        .map_err(|e| ApiError::Internal(format!("candidate load stopped: {e}")))??;
+    state.set_candidate(Some(Candidate {
+        model,
+        share: input.share,
+        info,
+    }));
+    Ok(Json(Snapshots::of(&lifecycle, &state)).into_response())
+}
+
+/// Ends the trial: every user is served by the main arm again.
+async fn admin_drop_candidate(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lifecycle = Arc::clone(&authorized(&state, &headers)?.lifecycle);
+    state
+        .serving()
+        .and_then(|s| s.candidate.clone())
+        .ok_or(ApiError::NoCandidate)?;
+    state.set_candidate(None);
+    Ok(Json(Snapshots::of(&lifecycle, &state)).into_response())
+}
+
+/// Makes the candidate the main arm for everyone (live state handed over, as in a reload).
+async fn admin_promote(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let lifecycle = Arc::clone(&authorized(&state, &headers)?.lifecycle);
+    let candidate = state
+        .serving()
+        .and_then(|s| s.candidate.clone())
+        .ok_or(ApiError::NoCandidate)?;
+    let current = state.live();
+    let installer = Arc::clone(&state);
+    let promoter = Arc::clone(&lifecycle);
+    tokio::task::spawn_blocking(move || {
+        promoter.promote(
+            Arc::clone(&candidate.model),
+            candidate.info.clone(),
+            current,
+            |served| installer.install(served),
+        )
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("promotion stopped: {e}")))??;
+    state.set_candidate(None);
+    Ok(Json(Snapshots::of(&lifecycle, &state)).into_response())
 }
 
 async fn healthz() -> Json<Health> {
@@ -694,5 +883,29 @@ async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(limit.as_millis() as u64).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_bucket;
+
+    #[test]
+    fn user_buckets_spread_evenly_even_over_sequential_ids() {
+        for format in ["u_{}", "{}", "user-{}@example.com"] {
+            let ids: Vec<String> = (0..10_000)
+                .map(|i| format.replace("{}", &i.to_string()))
+                .collect();
+            for share in [0.01, 0.1, 0.3, 0.5] {
+                let below = ids.iter().filter(|id| user_bucket(id) < share).count() as f64;
+                let got = below / ids.len() as f64;
+                assert!(
+                    (got - share).abs() < 0.02,
+                    "{format}: {got} for a share of {share}"
+                );
+            }
+        }
+        assert_eq!(user_bucket("u_1"), user_bucket("u_1"));
+        assert!((0.0..1.0).contains(&user_bucket("")));
     }
 }
