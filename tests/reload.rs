@@ -22,6 +22,16 @@ use common::{Server, raw_http, raw_http_with};
 
 const TOKEN: &str = "s3cret-admin-token";
 
+/// Broken copies of snapshot `a`: the directory, the file broken, and a word the reasons
+/// must contain.
+const BROKEN: [(&str, &str, &str); 5] = [
+    ("truncated-npy", "posts.npy", "posts.npy"),
+    ("missing-file", "users.npy", "users.npy"),
+    ("manifest-not-json", "manifest.json", "manifest.json"),
+    ("wrong-dim", "manifest.json", "dim"),
+    ("bad-record", "posts.jsonl", "posts.jsonl"),
+];
+
 /// A small world with its own version and post ids (`prefix` before each), so a page shows
 /// which snapshot it came from.
 fn world(seed: u64, prefix: &str) -> Snapshot {
@@ -69,16 +79,33 @@ fn setup_with(token: Option<&str>, request_timeout: Duration) -> Setup {
         let set = snapshot.posts.iter().map(|p| p.id.clone()).collect();
         ids.push((snapshot.model_version().to_string(), set));
     }
-    // A copy of `a` whose posts.npy lost its last bytes: its checksum no longer matches.
-    let broken = models.join("broken");
-    std::fs::create_dir_all(&broken).unwrap();
-    for entry in std::fs::read_dir(models.join("a")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+    // Copies of `a`, each broken in one way.
+    for (name, file, _) in BROKEN {
+        let broken = models.join(name);
+        std::fs::create_dir_all(&broken).unwrap();
+        for entry in std::fs::read_dir(models.join("a")).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), broken.join(entry.file_name())).unwrap();
+        }
+        let path = broken.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        match name {
+            "truncated-npy" => std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap(),
+            "missing-file" => std::fs::remove_file(&path).unwrap(),
+            "manifest-not-json" => std::fs::write(&path, b"{not json").unwrap(),
+            "wrong-dim" => {
+                let text = String::from_utf8(bytes).unwrap();
+                assert!(text.contains("\"dim\": 16"), "{text}");
+                std::fs::write(&path, text.replace("\"dim\": 16", "\"dim\": 17")).unwrap();
+            }
+            "bad-record" => {
+                let text = String::from_utf8(bytes).unwrap();
+                let rest = text.split_once('\n').unwrap().1;
+                std::fs::write(&path, format!("{{\"id\": 5}}\n{rest}")).unwrap();
+            }
+            other => unreachable!("{other}"),
+        }
     }
-    let npy = broken.join("posts.npy");
-    let bytes = std::fs::read(&npy).unwrap();
-    std::fs::write(&npy, &bytes[..bytes.len() - 7]).unwrap();
 
     let lifecycle = Arc::new(Lifecycle::new(&models, options()).unwrap());
     let state = AppState::with_admin(request_timeout, 1_000, lifecycle.clone(), token);
@@ -185,21 +212,23 @@ async fn a_bad_reload_keeps_the_old_model_and_says_why() {
     let serving = |state: &AppState| state.model().unwrap().model_version().to_string();
     let before = serving(&setup.state);
 
-    let (status, body) = admin(
-        addr,
-        "POST",
-        "/admin/snapshots/reload",
-        r#"{"path": "broken"}"#,
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
-    assert_eq!(body["code"], "invalid_snapshot");
-    let errors = body["errors"].as_array().unwrap();
-    assert!(
-        errors.iter().any(|e| e["file"] == "posts.npy"),
-        "{errors:?}"
-    );
-    assert_eq!(serving(&setup.state), before);
+    for (name, _, reason) in BROKEN {
+        let (status, body) = admin(
+            addr,
+            "POST",
+            "/admin/snapshots/reload",
+            &json!({ "path": name }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 422, "{name}: {body}");
+        assert_eq!(body["code"], "invalid_snapshot");
+        let errors = body["errors"].as_array().unwrap();
+        assert!(!errors.is_empty(), "{name}");
+        assert!(body.to_string().contains(reason), "{name}: {body}");
+        assert_eq!(serving(&setup.state), before, "{name}");
+        let (status, _) = raw_http(addr, "GET", "/v1/users/u_0001/feed", "").await;
+        assert_eq!(status, 200);
+    }
 
     for bad in ["../outside", "/etc", "missing", ""] {
         let (status, body) = admin(

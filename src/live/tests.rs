@@ -793,3 +793,22 @@ fn a_successor_takes_the_log_over_and_the_retired_state_refuses_writes() {
     assert_eq!(again.summary("after").unwrap().events, 1);
     assert!(again.model().post_row("p_carried").is_some());
 }
+
+#[test]
+fn a_reload_of_the_same_version_counts_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let post = world().posts[4].id.clone();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let saves: Vec<serde_json::Value> = (0..3).map(|_| event("fan", &post, "save")).collect();
+    live.ingest(saves).unwrap();
+    let row = live.model().post_row(&post).unwrap();
+    let expected = live.model().post_stats(row);
+    assert_eq!(expected.saves, world().posts[4].stats.saves + 3);
+    // A fresh model of the same version: the log is replayed onto it once, not added to the
+    // old model's counts.
+    let (next, replayed) = live.successor(model(), |_| {}).unwrap();
+    assert_eq!(replayed.compacted, None);
+    assert_eq!(next.model().post_stats(row), expected);
+    let (again, _) = next.successor(model(), |_| {}).unwrap();
+    assert_eq!(again.model().post_stats(row), expected);
+}
