@@ -3,7 +3,10 @@
 //! (first page, and the last page a cursor reaches, which arranges the whole `max_depth`) and
 //! for users the snapshot does not know and for newcomers known only by the hashtags they
 //! picked, next to the retrieval stage alone for the same users, and the policy stage alone;
-//! and hashtag recommendations for a newcomer and for a known user.
+//! and hashtag recommendations for a newcomer and for a known user. A known user's request is
+//! also measured recording its stage times into a metrics registry (`known_user_with_metrics`,
+//! and in turns with the plain request), and the registry's per-request recording alone
+//! (`metrics/`).
 //!
 //! Besides criterion's estimates, prints p50/p90/p99 over individually timed requests, since
 //! a feed's latency budget is about its tail.
@@ -15,11 +18,12 @@
 //! `feedrank snapshot index DIR`).
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{DEFAULT_HASHTAG_LIMIT, FeedOptions, FeedRequest, Model, RequestContext};
+use feedrank::metrics::{HTTP_BUCKETS, Histogram, Metrics};
 use feedrank::policy::{
     self, AdCandidate, CandidateSet, Lang, OrganicCandidate, PolicyConfig, Scored, UserLanguages,
 };
@@ -98,6 +102,22 @@ fn bench_feed(c: &mut Criterion) {
         serde_json::to_vec(&page).expect("json")
     };
     let serve = |user: &str| serve_page(user, 20, None);
+    // The same request recording its stage times and page into a registry, as the HTTP
+    // handler does.
+    let metrics = Metrics::new();
+    let serve_measured = |user: &str| {
+        let request = FeedRequest {
+            user_id: user,
+            limit: 20,
+            cursor: None,
+        };
+        let context = RequestContext {
+            metrics: Some(metrics.feed()),
+            ..RequestContext::default()
+        };
+        let page = model.feed_with(&request, context).expect("feed");
+        serde_json::to_vec(&page).expect("json")
+    };
     // Cursors to the last page (offset max_depth − 100), for the first 200 users.
     let deep: Vec<(String, String)> = users
         .iter()
@@ -149,6 +169,34 @@ fn bench_feed(c: &mut Criterion) {
     eprintln!(
         "{posts} posts: whole request / retrieval alone, medians: {:.2}",
         whole_median / alone_median
+    );
+    // With and without metrics, in turns on the same users (each once of each per round).
+    let mut without = Vec::with_capacity(2_000);
+    let mut with = Vec::with_capacity(2_000);
+    for i in 0..2_000 {
+        let user = &users[i % users.len()];
+        let (first, second) = if i % 2 == 0 {
+            (&mut without, &mut with)
+        } else {
+            (&mut with, &mut without)
+        };
+        for (samples, measured) in [(first, i % 2 == 1), (second, i % 2 == 0)] {
+            let t = Instant::now();
+            if measured {
+                drop(black_box(serve_measured(user)));
+            } else {
+                drop(black_box(serve(user)));
+            }
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let (summary, without_median) = percentiles(without);
+    eprintln!("{posts} posts, whole feed request, known user, no metrics: {summary}");
+    let (summary, with_median) = percentiles(with);
+    eprintln!("{posts} posts, whole feed request, known user, stage metrics: {summary}");
+    eprintln!(
+        "{posts} posts: with / without stage metrics, medians: {:.3}",
+        with_median / without_median
     );
     // Newcomers who onboarded with the hashtags a snapshot user follows (those who follow any).
     let profiles: Vec<Profile> = model
@@ -225,6 +273,13 @@ fn bench_feed(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             black_box(serve(&users[i % users.len()]))
+        })
+    });
+    let mut i = 0;
+    group.bench_function("known_user_with_metrics", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(serve_measured(&users[i % users.len()]))
         })
     });
     group.bench_function("unknown_user", |b| {
@@ -351,5 +406,33 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum()
 }
 
-criterion_group!(benches, bench_feed, bench_policy);
+/// The metrics registry's hot path: what the HTTP middleware records per request (the route
+/// template's slot, the request counter, the duration histogram), with the feed route
+/// interned last of a dozen (the longest lookup), and one histogram observation.
+fn bench_metrics(c: &mut Criterion) {
+    let metrics = Metrics::new();
+    let feed = "/v1/users/{user_id}/feed";
+    for i in 0..11 {
+        metrics.record_request(Some(&format!("/route/{i}")), "GET", 200, Duration::ZERO);
+    }
+    metrics.record_request(Some(feed), "GET", 200, Duration::ZERO);
+    let mut group = c.benchmark_group("metrics");
+    group.bench_function("record_request", |b| {
+        b.iter(|| {
+            metrics.record_request(
+                black_box(Some(feed)),
+                black_box("GET"),
+                black_box(200),
+                black_box(Duration::from_micros(300)),
+            )
+        })
+    });
+    let histogram = Histogram::seconds(HTTP_BUCKETS);
+    group.bench_function("histogram_observe", |b| {
+        b.iter(|| histogram.observe_duration(black_box(Duration::from_micros(300))))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_feed, bench_policy, bench_metrics);
 criterion_main!(benches);

@@ -2,7 +2,7 @@
 # Smoke test of the README's run command: start `cargo run --release -- serve` on the bundled
 # demo world, wait until ready, check a demo user's feed, an unknown user's feed, a newcomer's
 # hashtags and onboarding, a hide through live events, publishing a post (and a 409 for it
-# again), and an error,
+# again), an error, and that /metrics counted them,
 # report resident memory, stop with SIGTERM and expect a clean exit.
 # Usage: scripts/smoke.sh            (port from FEEDRANK_ADDR, default 127.0.0.1:18080)
 set -euo pipefail
@@ -16,7 +16,7 @@ log=$(mktemp)
 data=$(mktemp -d)
 cargo run --release --quiet -- serve --data-dir "$data" >"$log" 2>&1 &
 pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$log" "$data"; }
+cleanup() { kill "$pid" 2>/dev/null || true; rm -rf "$log" "$log.headers" "$log.metrics" "$data"; }
 trap cleanup EXIT
 
 started=$(date +%s)
@@ -83,6 +83,15 @@ echo "  publish smoke_post_1 -> 201, shown by GET /v1/posts, again -> 409"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/$demo_user/feed?limit=0")
 [ "$code" = 400 ] || { echo "limit=0 answered $code, expected 400"; exit 1; }
 echo "  limit=0 -> 400"
+curl -sf -D "$log.headers" "$base/metrics" -o "$log.metrics"
+grep -qi '^content-type: text/plain; version=0.0.4' "$log.headers" \
+  || { echo "/metrics content type:"; cat "$log.headers"; exit 1; }
+grep -q '^feedrank_http_requests_total{route="/v1/users/{user_id}/feed",method="GET",status="400"} 1$' "$log.metrics" \
+  || { echo "/metrics does not count the 400:"; cat "$log.metrics"; exit 1; }
+grep -q '^feedrank_posts_published_total 1$' "$log.metrics" \
+  || { echo "/metrics does not count the post published"; exit 1; }
+echo "  /metrics -> $(grep -c '^feedrank_' "$log.metrics") samples, the 400 and the post counted"
+rm -f "$log.headers" "$log.metrics"
 echo "resident memory: $(awk '/VmRSS/ {printf "%.0f MiB", $2/1024}' /proc/$pid/status)"
 
 kill -TERM "$pid"

@@ -786,11 +786,15 @@ async fn watch_reloads(state: Arc<AppState>, lifecycle: Arc<Lifecycle>) {
         if state.model().is_none() {
             continue;
         }
-        let (lifecycle, state) = (Arc::clone(&lifecycle), Arc::clone(&state));
+        let lifecycle = Arc::clone(&lifecycle);
+        let installer = Arc::clone(&state);
         let result = tokio::task::spawn_blocking(move || {
-            lifecycle.reload(&path, state.live(), |served| state.install(served))
+            lifecycle.reload(&path, installer.live(), |served| installer.install(served))
         })
         .await;
+        if let Ok(outcome) = &result {
+            api::record_reload(&state, outcome);
+        }
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "reload failed; the serving model stays"),

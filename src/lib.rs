@@ -5,8 +5,9 @@
 //! `snapshot` → `index` → `candidates` → `scoring` → `hashtags` → `policy` → `feed` → `live`
 //! → `api`, with `profiles` (onboarding input) beside them, between `snapshot` and `feed`, and
 //! `wal` (a write-ahead log of opaque records, depending on nothing) under `live`.
-//! `demo` writes snapshots; `eval` measures `index` and the feed's recommendations; `config`
-//! and `cli` sit on top. See `ARCHITECTURE.md`.
+//! `demo` writes snapshots; `eval` measures `index` and the feed's recommendations; `metrics`
+//! (counters and histograms, plain data, depending on nothing) is recorded by `feed` and
+//! `api`; `config` and `cli` sit on top. See `ARCHITECTURE.md`.
 
 pub mod api;
 pub mod candidates;
@@ -19,6 +20,7 @@ pub mod hashtags;
 pub mod index;
 pub mod lifecycle;
 pub mod live;
+pub mod metrics;
 pub mod policy;
 pub mod profiles;
 pub mod scoring;

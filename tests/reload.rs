@@ -433,3 +433,56 @@ async fn a_candidate_arm_serves_a_stable_share_of_users_and_can_be_promoted() {
     assert_eq!((status, body["code"].as_str()), (404, Some("no_candidate")));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_reloads_and_split_feeds_by_arm() {
+    let setup = setup(Some(TOKEN));
+    let server = Server::start(setup.state.clone()).await;
+    let addr = server.addr;
+    admin(addr, "POST", "/admin/snapshots/reload", r#"{"path": "b"}"#).await;
+    admin(
+        addr,
+        "POST",
+        "/admin/snapshots/reload",
+        r#"{"path": "bad-record"}"#,
+    )
+    .await;
+    admin(
+        addr,
+        "POST",
+        "/admin/snapshots/reload",
+        r#"{"path": "../x"}"#,
+    )
+    .await;
+    admin(
+        addr,
+        "POST",
+        "/admin/arms/candidate",
+        r#"{"path": "a", "share": 0.5}"#,
+    )
+    .await;
+    let mut arms = [0u64; 2];
+    for u in 1..=20 {
+        let (_, page) = raw_http(addr, "GET", &format!("/v1/users/u_{u:04}/feed"), "").await;
+        arms[usize::from(page["arm"] == "candidate")] += 1;
+    }
+    assert!(arms[0] > 0 && arms[1] > 0, "{arms:?}");
+    let text = setup.state.metrics().render(&Default::default());
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // A refused path attempted nothing; the broken snapshot is a failed reload.
+    assert_eq!(line("feedrank_reloads_total{result=\"ok\"}"), "1");
+    assert_eq!(line("feedrank_reloads_total{result=\"failed\"}"), "1");
+    for (arm, n) in [("main", arms[0]), ("candidate", arms[1])] {
+        let count = format!("feedrank_feed_stage_seconds_count{{stage=\"arrange\",arm=\"{arm}\"}}");
+        assert_eq!(line(&count), n.to_string(), "{arm}");
+    }
+    server.stop().await;
+}

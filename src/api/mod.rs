@@ -17,8 +17,10 @@
 //! | `POST /admin/arms/candidate/promote` | the candidate serves everyone |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 once a model serves, else 503 `not_ready` |
+//! | `GET /metrics` | Prometheus text exposition (`api/metrics.rs`, `crate::metrics`) |
 
 mod error;
+mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,8 +44,9 @@ pub use error::ApiError;
 use crate::feed::{
     DEFAULT_HASHTAG_LIMIT, DEFAULT_LIMIT, FeedError, FeedRequest, Model, RequestContext,
 };
-use crate::lifecycle::{Lifecycle, LoadInfo, Served};
+use crate::lifecycle::{Lifecycle, LoadInfo, ReloadError, Served};
 use crate::live::{Live, LiveError};
+use crate::metrics::Metrics;
 use crate::profiles::{Profile, ProfileInput, Profiles, Stored};
 
 /// Largest `PUT /v1/users/{id}` body: 50 hashtags of 128 bytes fit with room to spare.
@@ -128,6 +131,7 @@ pub struct AppState {
     profiles: Arc<Profiles>,
     request_timeout: Duration,
     admin: Option<Admin>,
+    metrics: Arc<Metrics>,
 }
 
 /// What the admin routes need: the lifecycle (reloads, confined to its models directory)
@@ -168,6 +172,7 @@ impl AppState {
             profiles: Arc::new(Profiles::new(capacity)),
             request_timeout,
             admin,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -225,6 +230,11 @@ impl AppState {
         self.serving().and_then(|s| s.live.clone())
     }
 
+    /// What `GET /metrics` renders.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Starts serving what a reload produced.
     pub fn install(&self, served: Served) {
         match served {
@@ -278,6 +288,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/posts/{post_id}", get(get_post))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::scrape))
         .layer(middleware::from_fn(move |req, next| {
             with_timeout(timeout, req, next)
         }))
@@ -300,6 +311,10 @@ pub fn router(state: Arc<AppState>) -> Router {
                 // where they are mapped (api/error.rs).
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
         )
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -376,6 +391,7 @@ async fn feed(
             .as_ref()
             .filter(|_| arm == Arm::Main)
             .and_then(|v| v.vector.as_deref()),
+        metrics: Some(state.metrics.feed_of(arm == Arm::Candidate)),
     };
     let page = model.feed_with(&request, context)?;
     Ok(Json(WithArm { body: page, arm }).into_response())
@@ -446,6 +462,9 @@ async fn post_events(
         live.ingest(input.events.clone())
     })
     .await?;
+    state
+        .metrics
+        .record_events(outcome.accepted, outcome.rejected.len());
     Ok(Json(outcome).into_response())
 }
 
@@ -471,6 +490,7 @@ async fn post_posts(
         Ok((Arc::clone(live.model()), live.publish(input.posts.clone())?))
     })
     .await?;
+    state.metrics.record_published(rows.len());
     let body = Published {
         model_version: model.model_version(),
         published: rows
@@ -692,6 +712,16 @@ fn authorized<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Admin,
     Ok(admin)
 }
 
+/// Counts a reload that was attempted: done, or failed loading or handing over (a refused
+/// path or a reload already running attempted nothing).
+pub fn record_reload<T>(state: &AppState, outcome: &Result<T, ReloadError>) {
+    match outcome {
+        Ok(_) => state.metrics.record_reload(true),
+        Err(ReloadError::Load { .. } | ReloadError::Live(_)) => state.metrics.record_reload(false),
+        Err(_) => {}
+    }
+}
+
 /// The serving snapshot, the one before it, and the candidate arm on trial.
 #[derive(Debug, Serialize)]
 struct Snapshots {
@@ -750,11 +780,13 @@ async fn admin_reload(
     let current = state.live();
     let installer = Arc::clone(&state);
     let done = Arc::clone(&lifecycle);
-    tokio::task::spawn_blocking(move || {
+    let outcome = tokio::task::spawn_blocking(move || {
         lifecycle.reload(&input.path, current, |served| installer.install(served))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("reload stopped: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("reload stopped: {e}")))?;
+    record_reload(&state, &outcome);
+    outcome?;
     Ok(Json(Snapshots::of(&done, &state)).into_response())
 }
 
@@ -766,11 +798,13 @@ async fn admin_rollback(
     let current = state.live();
     let installer = Arc::clone(&state);
     let done = Arc::clone(&lifecycle);
-    tokio::task::spawn_blocking(move || {
+    let outcome = tokio::task::spawn_blocking(move || {
         lifecycle.rollback(current, |served| installer.install(served))
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("rollback stopped: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("rollback stopped: {e}")))?;
+    record_reload(&state, &outcome);
+    outcome?;
     Ok(Json(Snapshots::of(&done, &state)).into_response())
 }
 
@@ -842,7 +876,7 @@ async fn admin_promote(
     let current = state.live();
     let installer = Arc::clone(&state);
     let promoter = Arc::clone(&lifecycle);
-    tokio::task::spawn_blocking(move || {
+    let outcome = tokio::task::spawn_blocking(move || {
         promoter.promote(
             Arc::clone(&candidate.model),
             candidate.info.clone(),
@@ -851,7 +885,9 @@ async fn admin_promote(
         )
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("promotion stopped: {e}")))??;
+    .map_err(|e| ApiError::Internal(format!("promotion stopped: {e}")))?;
+    record_reload(&state, &outcome);
+    outcome?;
     state.set_candidate(None);
     Ok(Json(Snapshots::of(&lifecycle, &state)).into_response())
 }

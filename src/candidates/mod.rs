@@ -258,6 +258,11 @@ impl Retriever {
         self.organic.segment_sizes()
     }
 
+    /// Rows of the ad index in each segment (the snapshot's, sealed, delta).
+    pub fn ads_segments(&self) -> SegmentSizes {
+        self.ads.segment_sizes()
+    }
+
     /// Time spent building the ad index.
     pub fn ads_build_time(&self) -> Duration {
         self.ads_build_time

@@ -43,6 +43,7 @@ use crate::candidates::{
 };
 use crate::hashtags::{HashtagOptions, HashtagPick, HashtagQuery, Hashtags, PostCount};
 use crate::index::HnswParams;
+use crate::metrics::{FeedMetrics, Stage, StageClock};
 use crate::policy::{
     self, AdCandidate, Arrangement, CandidateSet, Lang, OrganicCandidate, PolicyConfig,
     PolicyError, Scored, UserLanguages,
@@ -323,6 +324,9 @@ pub struct RequestContext<'a> {
     /// The user's embedding as live events moved it (see `live`): replaces the snapshot's,
     /// and makes the feed personal for a user the snapshot does not know.
     pub user_vector: Option<&'a [f32]>,
+    /// Where to record the time of each stage and the composition of the page served
+    /// (`feedrank_feed_*`); with none, no clock is read.
+    pub metrics: Option<&'a FeedMetrics>,
 }
 
 /// A feed request, as validated plain data.
@@ -815,7 +819,8 @@ impl Model {
                     .min(max_depth),
             );
         }
-        let arranged = self.arranged(user_id, depth, context)?;
+        let mut clock = StageClock::start(context.metrics);
+        let arranged = self.arranged_timed(user_id, depth, context, &mut clock)?;
         let personal = arranged.personal;
         let sequence = &arranged.arrangement.items;
         let page = sequence
@@ -875,6 +880,16 @@ impl Model {
         });
         let next_cursor = (sequence.len() > end && end < self.options.max_depth)
             .then(|| cursor::encode(end, user_id));
+        if let Some(metrics) = context.metrics {
+            clock.lap(Stage::Page);
+            clock.finish();
+            let count = |kind| page.iter().filter(|placed| placed.kind == kind).count();
+            metrics.record_page(
+                count(PostKind::Organic),
+                count(PostKind::Sponsored),
+                count(PostKind::Ad),
+            );
+        }
         Ok(FeedPage {
             model_version: self.model_version(),
             items,
@@ -976,11 +991,28 @@ impl Model {
     /// The candidates (organic and ads) do not depend on `depth`: there are always enough for
     /// the deepest page (`max_depth`). So arranging deeper only extends the sequence, which is
     /// what lets a cursor be an offset.
+    ///
+    /// With `context.metrics`, records the time of the stages to the selector (sources,
+    /// hydration, ads, arrangement).
     pub fn arranged(
         &self,
         user_id: &str,
         depth: usize,
         context: RequestContext<'_>,
+    ) -> Result<ArrangedFeed, FeedError> {
+        let mut clock = StageClock::start(context.metrics);
+        let arranged = self.arranged_timed(user_id, depth, context, &mut clock)?;
+        clock.finish();
+        Ok(arranged)
+    }
+
+    /// [`Model::arranged`], charging each stage's time to `clock`.
+    fn arranged_timed(
+        &self,
+        user_id: &str,
+        depth: usize,
+        context: RequestContext<'_>,
+        clock: &mut StageClock<'_>,
     ) -> Result<ArrangedFeed, FeedError> {
         let weights = context.weights.unwrap_or(&self.weights);
         let signals = context.signals;
@@ -1015,22 +1047,24 @@ impl Model {
                 let offloaded = ads_wanted
                     .filter(|_| in_flight.count < rayon::current_num_threads())
                     .map(|k| self.retriever.start_ads(query, k));
-                let candidates = self.personal_candidates(&viewer, filters, weights);
+                let candidates = self.personal_candidates(&viewer, filters, weights, clock);
                 let found = match (offloaded, ads_wanted) {
                     (Some(ads), _) => ads.join(),
                     (None, Some(k)) => self.retriever.ads(query, k),
                     (None, None) => Vec::new(),
                 };
                 drop(in_flight);
-                (
-                    candidates,
-                    self.hydrate_ads(found, &viewer, &user, filters, weights),
-                )
+                let ads = self.hydrate_ads(found, &viewer, &user, filters, weights);
+                clock.lap(Stage::Ads);
+                (candidates, ads)
             }
-            false => (
-                self.popular_candidates(0, POPULAR_PRIMARY, filters, weights),
-                Vec::new(),
-            ),
+            false => {
+                let candidates = self.popular_candidates(0, POPULAR_PRIMARY, filters, weights);
+                clock.lap(Stage::Sources);
+                clock.skip(Stage::Hydrate);
+                clock.skip(Stage::Ads);
+                (candidates, Vec::new())
+            }
         };
         let ad_candidates: Vec<AdCandidate> = ads
             .iter()
@@ -1092,6 +1126,7 @@ impl Model {
             None => arrange(&set)?,
         };
         candidates.extend(ads);
+        clock.lap(Stage::Arrange);
         Ok(ArrangedFeed {
             arrangement,
             candidates,
@@ -1157,13 +1192,15 @@ impl Model {
         viewer: &Viewer<'_>,
         filters: Option<&UserSignals>,
         weights: &Weights,
+        clock: &mut StageClock<'_>,
     ) -> Vec<Hydrated> {
         let similarity = self.similarity_to(viewer);
         let gathered = self.gather(viewer, filters);
+        clock.lap(Stage::Sources);
         for c in &gathered {
             self.tables.prefetch(c.row, true);
         }
-        gathered
+        let hydrated = gathered
             .iter()
             .map(|c| {
                 self.hydrate(
@@ -1173,7 +1210,9 @@ impl Model {
                     weights,
                 )
             })
-            .collect()
+            .collect();
+        clock.lap(Stage::Hydrate);
+        hydrated
     }
 
     /// Hydration: cosine similarity of post `row` to the viewer (to their closest interest),
