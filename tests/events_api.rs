@@ -70,7 +70,10 @@ async fn a_hide_removes_the_post_from_the_next_feed() {
     let body = json!({"events": [event(&user, &before[0], "hide")]}).to_string();
     let (status, outcome) = post_events(&app, body).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(outcome, json!({"accepted": 1, "rejected": []}));
+    assert_eq!(
+        outcome,
+        json!({"model_version": world().model_version(), "accepted": 1, "rejected": []})
+    );
     let after = first_page(&app, &user).await;
     assert!(!after.contains(&before[0]), "{after:?}");
     // Not on any later page either.

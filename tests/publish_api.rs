@@ -496,7 +496,10 @@ async fn events_name_a_published_post_and_move_its_stats() {
     ];
     let (status, outcome) = post_events(&app, events).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(outcome, json!({"accepted": 5, "rejected": []}));
+    assert_eq!(
+        outcome,
+        json!({"model_version": world().model_version(), "accepted": 5, "rejected": []})
+    );
     let (_, shown) = get(&app, "/v1/posts/p_engaged").await;
     assert_eq!(
         shown["stats"],

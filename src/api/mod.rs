@@ -458,14 +458,26 @@ async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input: EventsBody = json_body(body, EVENTS_BODY_LIMIT, EVENTS_EXAMPLE)?;
-    let outcome = on_live(&state, "event ingestion", move |live| {
-        live.ingest(input.events.clone())
+    let (model, outcome) = on_live(&state, "event ingestion", move |live| {
+        Ok((Arc::clone(live.model()), live.ingest(input.events.clone())?))
     })
     .await?;
     state
         .metrics
         .record_events(outcome.accepted, outcome.rejected.len());
-    Ok(Json(outcome).into_response())
+    let body = Applied {
+        model_version: model.model_version(),
+        outcome,
+    };
+    Ok(Json(body).into_response())
+}
+
+/// A write's answer with the model whose live state took it.
+#[derive(Serialize)]
+struct Applied<'a, T: Serialize> {
+    model_version: &'a str,
+    #[serde(flatten)]
+    outcome: T,
 }
 
 #[derive(Debug, Deserialize)]

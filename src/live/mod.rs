@@ -776,9 +776,9 @@ fn encode(record: &LogRecord) -> Vec<u8> {
 
 /// Compaction for a new model: profiles are kept (the latest per user), hides and reports
 /// too (as signals only: no snapshot carries a user's hidden posts), other events only if
-/// newer than the snapshot's newest post, and published posts only if newer too, not in the
-/// snapshot, and of its dimension (a post older than the snapshot's newest but missing from it
-/// was left out on purpose). Published posts come before the events, which may name them.
+/// newer than the snapshot's newest post, and published posts the snapshot does not hold, if
+/// of its dimension (they stay until a snapshot takes them in). Published posts come before
+/// the events, which may name them.
 fn carry_over(records: Vec<LogRecord>, model: &Model) -> Vec<LogRecord> {
     let now = model.now();
     let dim = model.snapshot().dim();
@@ -799,10 +799,7 @@ fn carry_over(records: Vec<LogRecord>, model: &Model) -> Vec<LogRecord> {
             }
             LogRecord::Posts(logged) => {
                 for p in logged {
-                    if p.post.created_at > now
-                        && p.vector.len() == dim
-                        && model.post_row(&p.post.id).is_none()
-                    {
+                    if p.vector.len() == dim && model.post_row(&p.post.id).is_none() {
                         posts.push(p);
                     } else {
                         dropped_posts += 1;
@@ -823,7 +820,7 @@ fn carry_over(records: Vec<LogRecord>, model: &Model) -> Vec<LogRecord> {
         tracing::info!(
             dropped = dropped_posts,
             kept = posts.len(),
-            "published posts the new snapshot holds, or older than it, not carried over"
+            "published posts the new snapshot holds (or of another dimension) not carried over"
         );
     }
     let mut out: Vec<LogRecord> = profiles
