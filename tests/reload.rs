@@ -486,3 +486,32 @@ async fn metrics_count_reloads_and_split_feeds_by_arm() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_replaced_model_and_its_live_state_are_freed() {
+    let setup = setup(Some(TOKEN));
+    let server = Server::start(setup.state.clone()).await;
+    let addr = server.addr;
+    let mut replaced = Vec::new();
+    for path in ["b", "a", "b", "a", "b"] {
+        let model = Arc::downgrade(&setup.state.model().unwrap());
+        let live = Arc::downgrade(&setup.state.live().unwrap());
+        let (status, _) = admin(
+            addr,
+            "POST",
+            "/admin/snapshots/reload",
+            &json!({ "path": path }).to_string(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _) = raw_http(addr, "GET", "/v1/users/u_0002/feed", "").await;
+        assert_eq!(status, 200);
+        replaced.push((model, live));
+    }
+    // Nothing holds a replaced model once no request runs on it: reloads do not accumulate.
+    for (i, (model, live)) in replaced.iter().enumerate() {
+        assert!(model.upgrade().is_none(), "model {i} still held");
+        assert!(live.upgrade().is_none(), "live state {i} still held");
+    }
+    server.stop().await;
+}
