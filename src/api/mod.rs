@@ -458,8 +458,12 @@ async fn post_events(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input: EventsBody = json_body(body, EVENTS_BODY_LIMIT, EVENTS_EXAMPLE)?;
+    // Taken by the live state that handles them (no copy), left for its successor if a
+    // reload retired it.
+    let events = std::sync::Mutex::new(Some(input.events));
     let (model, outcome) = on_live(&state, "event ingestion", move |live| {
-        Ok((Arc::clone(live.model()), live.ingest(input.events.clone())?))
+        let mut events = events.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((Arc::clone(live.model()), live.ingest_from(&mut events)?))
     })
     .await?;
     state
@@ -498,8 +502,10 @@ async fn post_posts(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let input: PostsBody = json_body(body, POSTS_BODY_LIMIT, POSTS_EXAMPLE)?;
+    let posts = std::sync::Mutex::new(Some(input.posts));
     let (model, rows) = on_live(&state, "publishing", move |live| {
-        Ok((Arc::clone(live.model()), live.publish(input.posts.clone())?))
+        let mut posts = posts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((Arc::clone(live.model()), live.publish_from(&mut posts)?))
     })
     .await?;
     state.metrics.record_published(rows.len());

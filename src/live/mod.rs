@@ -460,10 +460,20 @@ impl Live {
     /// and the posts are added to the model (`Model::publish`). Blocking: call it off the
     /// async runtime.
     pub fn publish(&self, items: Vec<serde_json::Value>) -> Result<Vec<u32>, LiveError> {
+        self.publish_from(&mut Some(items))
+    }
+
+    /// [`Live::publish`] taking the items out of `items` only once this state is sure to
+    /// handle them: on [`LiveError::Retired`] they are left for the successor.
+    pub fn publish_from(
+        &self,
+        items: &mut Option<Vec<serde_json::Value>>,
+    ) -> Result<Vec<u32>, LiveError> {
         let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if *retired {
             return Err(LiveError::Retired);
         }
+        let items = items.take().unwrap_or_default();
         if items.len() > MAX_POSTS_PER_BATCH {
             return Err(LiveError::TooManyPosts(items.len()));
         }
@@ -603,10 +613,20 @@ impl Live {
     /// Validates `items` (JSON values, so that one bad item does not spoil the batch), logs
     /// the valid ones durably, then applies them. Blocking: call it off the async runtime.
     pub fn ingest(&self, items: Vec<serde_json::Value>) -> Result<BatchOutcome, LiveError> {
+        self.ingest_from(&mut Some(items))
+    }
+
+    /// [`Live::ingest`] taking the items out of `items` only once this state is sure to
+    /// handle them: on [`LiveError::Retired`] they are left for the successor.
+    pub fn ingest_from(
+        &self,
+        items: &mut Option<Vec<serde_json::Value>>,
+    ) -> Result<BatchOutcome, LiveError> {
         let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
         if *retired {
             return Err(LiveError::Retired);
         }
+        let items = items.take().unwrap_or_default();
         if items.len() > MAX_EVENTS_PER_BATCH {
             return Err(LiveError::TooManyEvents(items.len()));
         }
