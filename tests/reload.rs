@@ -130,6 +130,12 @@ fn setup_with(token: Option<&str>, request_timeout: Duration) -> Setup {
     }
 }
 
+/// `POST /admin/snapshots/reload` of `path`, with the token.
+async fn reload(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let body = json!({ "path": path }).to_string();
+    admin(addr, "POST", "/admin/snapshots/reload", &body).await
+}
+
 async fn admin(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
     let auth = format!("Bearer {TOKEN}");
     raw_http_with(addr, method, path, &[("Authorization", &auth)], body).await
@@ -178,13 +184,7 @@ async fn a_hundred_reloads_under_load_fail_no_request_and_mix_no_models() {
     }
     for n in 0..100 {
         let path = if n % 2 == 0 { "b" } else { "a" };
-        let (status, body) = admin(
-            addr,
-            "POST",
-            "/admin/snapshots/reload",
-            &json!({ "path": path }).to_string(),
-        )
-        .await;
+        let (status, body) = reload(addr, path).await;
         assert_eq!(status, 200, "reload {n}: {body}");
         assert_eq!(body["serving"]["path"], path);
     }
@@ -213,13 +213,7 @@ async fn a_bad_reload_keeps_the_old_model_and_says_why() {
     let before = serving(&setup.state);
 
     for (name, _, reason) in BROKEN {
-        let (status, body) = admin(
-            addr,
-            "POST",
-            "/admin/snapshots/reload",
-            &json!({ "path": name }).to_string(),
-        )
-        .await;
+        let (status, body) = reload(addr, name).await;
         assert_eq!(status, 422, "{name}: {body}");
         assert_eq!(body["code"], "invalid_snapshot");
         let errors = body["errors"].as_array().unwrap();
@@ -231,13 +225,7 @@ async fn a_bad_reload_keeps_the_old_model_and_says_why() {
     }
 
     for bad in ["../outside", "/etc", "missing", ""] {
-        let (status, body) = admin(
-            addr,
-            "POST",
-            "/admin/snapshots/reload",
-            &json!({ "path": bad }).to_string(),
-        )
-        .await;
+        let (status, body) = reload(addr, bad).await;
         assert_eq!(
             (status, body["code"].as_str()),
             (400, Some("invalid_path")),
@@ -257,7 +245,7 @@ async fn a_bad_reload_keeps_the_old_model_and_says_why() {
     let hidden = page["items"][0]["post_id"].as_str().unwrap().to_string();
     let event = json!({"events": [{"user_id": "u_0003", "post_id": hidden, "type": "hide", "ts": 1_900_000_000}]});
     raw_http(addr, "POST", "/v1/events", &event.to_string()).await;
-    let (status, _) = admin(addr, "POST", "/admin/snapshots/reload", r#"{"path": "b"}"#).await;
+    let (status, _) = reload(addr, "b").await;
     assert_eq!(status, 200);
     assert_ne!(serving(&setup.state), before);
     let (status, body) = admin(addr, "POST", "/admin/snapshots/rollback", "").await;
@@ -439,21 +427,9 @@ async fn metrics_count_reloads_and_split_feeds_by_arm() {
     let setup = setup(Some(TOKEN));
     let server = Server::start(setup.state.clone()).await;
     let addr = server.addr;
-    admin(addr, "POST", "/admin/snapshots/reload", r#"{"path": "b"}"#).await;
-    admin(
-        addr,
-        "POST",
-        "/admin/snapshots/reload",
-        r#"{"path": "bad-record"}"#,
-    )
-    .await;
-    admin(
-        addr,
-        "POST",
-        "/admin/snapshots/reload",
-        r#"{"path": "../x"}"#,
-    )
-    .await;
+    reload(addr, "b").await;
+    reload(addr, "bad-record").await;
+    reload(addr, "../x").await;
     admin(
         addr,
         "POST",
@@ -496,13 +472,7 @@ async fn a_replaced_model_and_its_live_state_are_freed() {
     for path in ["b", "a", "b", "a", "b"] {
         let model = Arc::downgrade(&setup.state.model().unwrap());
         let live = Arc::downgrade(&setup.state.live().unwrap());
-        let (status, _) = admin(
-            addr,
-            "POST",
-            "/admin/snapshots/reload",
-            &json!({ "path": path }).to_string(),
-        )
-        .await;
+        let (status, _) = reload(addr, path).await;
         assert_eq!(status, 200);
         let (status, _) = raw_http(addr, "GET", "/v1/users/u_0002/feed", "").await;
         assert_eq!(status, 200);

@@ -427,10 +427,7 @@ impl Live {
     /// Stores `profile` for `user_id` once it is logged durably. A new user past the profiles'
     /// capacity is refused before anything is logged.
     pub fn put_profile(&self, user_id: &str, profile: Profile) -> Result<Stored, LiveError> {
-        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        if *retired {
-            return Err(LiveError::Retired);
-        }
+        let _open = self.open_gate()?;
         if self.profiles.is_full_for(user_id) {
             return Err(ProfileError::Full {
                 capacity: self.profiles.capacity(),
@@ -469,10 +466,7 @@ impl Live {
         &self,
         items: &mut Option<Vec<serde_json::Value>>,
     ) -> Result<Vec<u32>, LiveError> {
-        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        if *retired {
-            return Err(LiveError::Retired);
-        }
+        let _open = self.open_gate()?;
         let items = items.take().unwrap_or_default();
         if items.len() > MAX_POSTS_PER_BATCH {
             return Err(LiveError::TooManyPosts(items.len()));
@@ -590,6 +584,16 @@ impl Live {
         rows.into_iter().flatten().collect()
     }
 
+    /// Holds the write gate open for a write (a reload waits for it), or answers
+    /// [`LiveError::Retired`] if a reload handed this state over.
+    fn open_gate(&self) -> Result<std::sync::RwLockReadGuard<'_, bool>, LiveError> {
+        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        if *retired {
+            return Err(LiveError::Retired);
+        }
+        Ok(retired)
+    }
+
     /// Runs `apply` for the records of `receipt` once every record logged before them has
     /// been applied, so that live state is built in log order, as a replay builds it.
     /// Records synced together are answered together, so the wait is only for the others of
@@ -622,10 +626,7 @@ impl Live {
         &self,
         items: &mut Option<Vec<serde_json::Value>>,
     ) -> Result<BatchOutcome, LiveError> {
-        let retired = self.gate.read().unwrap_or_else(|e| e.into_inner());
-        if *retired {
-            return Err(LiveError::Retired);
-        }
+        let _open = self.open_gate()?;
         let items = items.take().unwrap_or_default();
         if items.len() > MAX_EVENTS_PER_BATCH {
             return Err(LiveError::TooManyEvents(items.len()));
