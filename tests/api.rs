@@ -18,22 +18,13 @@ use feedrank::api::{self, AppState};
 mod common;
 use common::{Server, get, post_ids as ids, raw_http};
 use feedrank::candidates::Source;
-use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{FeedOptions, Model};
 use feedrank::scoring;
 use feedrank::snapshot::{PostKind, Snapshot};
 
 fn small_world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig {
-            posts: 4_000,
-            users: 300,
-            seed: 7,
-            dim: 32,
-        })
-        .unwrap()
-    })
+    WORLD.get_or_init(|| common::demo_world(4_000, 300, 7, 32))
 }
 
 /// Exact retrieval, so rankings can be compared with a naive reference exactly.

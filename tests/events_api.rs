@@ -9,7 +9,6 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
 use feedrank::api::{self, AppState};
-use feedrank::demo::{self, DemoConfig};
 use feedrank::live::{Live, LiveOptions};
 use feedrank::snapshot::Snapshot;
 
@@ -18,15 +17,7 @@ use common::{get, post_ids, send};
 
 fn world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig {
-            posts: 3_000,
-            users: 200,
-            seed: 29,
-            dim: 32,
-        })
-        .unwrap()
-    })
+    WORLD.get_or_init(|| common::demo_world(3_000, 200, 29, 32))
 }
 
 /// A service with live events on a fresh model (events change a model) and a fresh log.

@@ -5,22 +5,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use feedrank::candidates::{IndexKind, Source, UserSignals};
-use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{FeedOptions, FeedRequest, Model, RequestContext};
 use feedrank::scoring;
 use feedrank::snapshot::Snapshot;
 
+mod common;
+
 fn world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig {
-            posts: 3_000,
-            users: 200,
-            seed: 11,
-            dim: 32,
-        })
-        .unwrap()
-    })
+    WORLD.get_or_init(|| common::demo_world(3_000, 200, 11, 32))
 }
 
 fn options() -> FeedOptions {

@@ -15,7 +15,7 @@ mod common;
 use common::cosine;
 
 use feedrank::candidates::{IndexKind, UserSignals};
-use feedrank::demo::{self, DemoConfig};
+use feedrank::demo;
 use feedrank::feed::{
     FeedItem, FeedOptions, FeedPage, FeedRequest, Model, RequestContext, Weights,
 };
@@ -27,15 +27,7 @@ const USERS: usize = 300;
 
 fn world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig {
-            posts: 4_000,
-            users: USERS,
-            seed: 23,
-            dim: 32,
-        })
-        .unwrap()
-    })
+    WORLD.get_or_init(|| common::demo_world(4_000, USERS, 23, 32))
 }
 
 fn options() -> FeedOptions {

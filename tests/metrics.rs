@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use feedrank::api::{self, AppState};
-use feedrank::demo::{self, DemoConfig};
 use feedrank::live::{Live, LiveOptions};
 use feedrank::snapshot::{PostKind, Snapshot};
 
@@ -26,15 +25,7 @@ const DIM: usize = 32;
 
 fn world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig {
-            posts: 3_000,
-            users: 200,
-            seed: 53,
-            dim: DIM,
-        })
-        .unwrap()
-    })
+    WORLD.get_or_init(|| common::demo_world(3_000, 200, 53, DIM))
 }
 
 /// A service with live events and publishing on a fresh exact model and a fresh log.

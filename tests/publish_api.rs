@@ -11,7 +11,6 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
 use feedrank::api::{self, AppState, POSTS_BODY_LIMIT};
-use feedrank::demo::{self, DemoConfig};
 use feedrank::feed::{FeedOptions, Model};
 use feedrank::live::{Live, LiveOptions, MAX_POSTS_PER_BATCH};
 use feedrank::snapshot::Snapshot;
@@ -23,15 +22,7 @@ const DIM: usize = 32;
 
 fn world() -> &'static Snapshot {
     static WORLD: OnceLock<Snapshot> = OnceLock::new();
-    WORLD.get_or_init(|| {
-        demo::generate(&DemoConfig {
-            posts: 3_000,
-            users: 200,
-            seed: 41,
-            dim: DIM,
-        })
-        .unwrap()
-    })
+    WORLD.get_or_init(|| common::demo_world(3_000, 200, 41, DIM))
 }
 
 /// A fresh model with exact retrieval (publishing changes a model, so tests do not share one).

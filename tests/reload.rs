@@ -130,6 +130,13 @@ fn setup_with(token: Option<&str>, request_timeout: Duration) -> Setup {
     }
 }
 
+/// [`setup`] with the service on a socket.
+async fn started(token: Option<&str>) -> (Setup, Server) {
+    let setup = setup(token);
+    let server = Server::start(setup.state.clone()).await;
+    (setup, server)
+}
+
 /// `POST /admin/snapshots/reload` of `path`, with the token.
 async fn reload(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
     let body = json!({ "path": path }).to_string();
@@ -143,8 +150,7 @@ async fn admin(addr: std::net::SocketAddr, method: &str, path: &str, body: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_reloads_under_load_fail_no_request_and_mix_no_models() {
-    let setup = setup(Some(TOKEN));
-    let server = Server::start(setup.state.clone()).await;
+    let (setup, server) = started(Some(TOKEN)).await;
     let addr = server.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
@@ -206,8 +212,7 @@ async fn a_hundred_reloads_under_load_fail_no_request_and_mix_no_models() {
 
 #[tokio::test]
 async fn a_bad_reload_keeps_the_old_model_and_says_why() {
-    let setup = setup(Some(TOKEN));
-    let server = Server::start(setup.state.clone()).await;
+    let (setup, server) = started(Some(TOKEN)).await;
     let addr = server.addr;
     let serving = |state: &AppState| state.model().unwrap().model_version().to_string();
     let before = serving(&setup.state);
@@ -262,8 +267,7 @@ async fn a_bad_reload_keeps_the_old_model_and_says_why() {
 
 #[tokio::test]
 async fn admin_routes_need_the_token_and_are_off_without_one() {
-    let setup = setup(Some(TOKEN));
-    let server = Server::start(setup.state.clone()).await;
+    let (setup, server) = started(Some(TOKEN)).await;
     let addr = server.addr;
     for headers in [
         vec![],
@@ -335,8 +339,7 @@ fn the_models_directory_must_exist() {
 
 #[tokio::test]
 async fn a_candidate_arm_serves_a_stable_share_of_users_and_can_be_promoted() {
-    let setup = setup(Some(TOKEN));
-    let server = Server::start(setup.state.clone()).await;
+    let (setup, server) = started(Some(TOKEN)).await;
     let addr = server.addr;
     let (a, b) = (&setup.ids[0], &setup.ids[1]);
 
@@ -424,8 +427,7 @@ async fn a_candidate_arm_serves_a_stable_share_of_users_and_can_be_promoted() {
 
 #[tokio::test]
 async fn metrics_count_reloads_and_split_feeds_by_arm() {
-    let setup = setup(Some(TOKEN));
-    let server = Server::start(setup.state.clone()).await;
+    let (setup, server) = started(Some(TOKEN)).await;
     let addr = server.addr;
     reload(addr, "b").await;
     reload(addr, "bad-record").await;
@@ -465,8 +467,7 @@ async fn metrics_count_reloads_and_split_feeds_by_arm() {
 
 #[tokio::test]
 async fn a_replaced_model_and_its_live_state_are_freed() {
-    let setup = setup(Some(TOKEN));
-    let server = Server::start(setup.state.clone()).await;
+    let (setup, server) = started(Some(TOKEN)).await;
     let addr = server.addr;
     let mut replaced = Vec::new();
     for path in ["b", "a", "b", "a", "b"] {

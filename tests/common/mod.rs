@@ -23,6 +23,22 @@ pub async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
+/// A demo world of the given size (tests cache theirs in a `OnceLock`).
+pub fn demo_world(
+    posts: usize,
+    users: usize,
+    seed: u64,
+    dim: usize,
+) -> feedrank::snapshot::Snapshot {
+    feedrank::demo::generate(&feedrank::demo::DemoConfig {
+        posts,
+        users,
+        seed,
+        dim,
+    })
+    .expect("demo world")
+}
+
 /// The post ids of a feed page, in order.
 pub fn post_ids(page: &Value) -> Vec<String> {
     page["items"]
