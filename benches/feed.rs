@@ -362,6 +362,7 @@ fn bench_policy(c: &mut Criterion) {
             author: next() % 40,
             lang,
             sponsored: next() % 10 == 0,
+            exploring: false,
         };
         organic.push(candidate, &[next() % 50, next() % 50, next() % 50]);
     }

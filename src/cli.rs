@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::api::{self, AppState};
-use crate::candidates::{IndexKind, Pools, Retriever};
+use crate::candidates::{EXACT_USER_POOL, IndexKind, Pools, Retriever, UserIndex};
 use crate::config::{LogFormat, ServeConfig};
 use crate::demo::{self, DemoConfig};
 use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
 use crate::eval::hashtags as hashtag_eval;
 use crate::feed::{FeedError, FeedOptions, Model, Weights};
+use crate::index::{FlatHnswIndex, StoredIndexError};
 use crate::lifecycle::Lifecycle;
 use crate::live::{Live, LiveOptions};
 use crate::profiles::Profiles;
@@ -450,22 +451,63 @@ fn store_index(dir: &Path, config: Option<&Path>) -> ExitCode {
         params.ef_construction
     );
     let path = dir.join(files::POSTS_INDEX);
+    if let Err(e) = write_index(index, &path, snapshot.posts_sha256()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    // The users' graph too, when they are many enough to have one.
+    if snapshot.users.len() <= EXACT_USER_POOL {
+        println!(
+            "{} users: searched exactly, no {} needed",
+            thousands(snapshot.users.len()),
+            files::USERS_INDEX
+        );
+        return ExitCode::SUCCESS;
+    }
     let started = Instant::now();
-    match index.write_to(&path, snapshot.posts_sha256().unwrap_or_default()) {
-        Ok(size) => {
-            println!(
-                "wrote {} ({} bytes) in {:.1} s",
-                path.display(),
-                thousands(usize::try_from(size).unwrap_or(usize::MAX)),
-                started.elapsed().as_secs_f64()
-            );
-            ExitCode::SUCCESS
+    let users = match UserIndex::load(&snapshot, IndexKind::Hnsw, params, options.users, None) {
+        Ok(users) => users,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
+    };
+    println!(
+        "indexed {} users in {:.1} s",
+        thousands(snapshot.users.len()),
+        started.elapsed().as_secs_f64()
+    );
+    let graph = users
+        .graph()
+        .expect("more users than the exact pool have a graph");
+    match write_index(
+        graph,
+        &dir.join(files::USERS_INDEX),
+        snapshot.users_sha256(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Stores `index` at `path`, bound to the matrix file whose sha256 is `sha256`, and says so.
+fn write_index(
+    index: &FlatHnswIndex,
+    path: &Path,
+    sha256: Option<&str>,
+) -> Result<(), StoredIndexError> {
+    let started = Instant::now();
+    let size = index.write_to(path, sha256.unwrap_or_default())?;
+    println!(
+        "wrote {} ({} bytes) in {:.1} s",
+        path.display(),
+        thousands(usize::try_from(size).unwrap_or(usize::MAX)),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn reload(args: ReloadArgs) -> ExitCode {

@@ -99,6 +99,8 @@ impl ApiError {
                 ("invalid_limit", StatusCode::BAD_REQUEST)
             }
             ApiError::Feed(FeedError::InvalidLang(_)) => ("invalid_lang", StatusCode::BAD_REQUEST),
+            ApiError::Feed(FeedError::UnknownUser(_)) => ("unknown_user", StatusCode::NOT_FOUND),
+            ApiError::Feed(FeedError::UnknownPost(_)) => ("unknown_post", StatusCode::NOT_FOUND),
             // A model that fails to load never reaches a request; if one ever did, it is ours.
             ApiError::Feed(
                 FeedError::Snapshot(_)

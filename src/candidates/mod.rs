@@ -11,6 +11,7 @@
 mod filter;
 mod offload;
 mod sources;
+mod users;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,12 +23,17 @@ use crate::index::{
     Base, ExactIndex, FlatHnswIndex, HnswIndex, HnswParams, IndexBinding, LiveConfig, LiveError,
     LiveIndex, Neighbor, NeighborIndex, SegmentSizes, StoredIndexError,
 };
-use crate::snapshot::{Metric, Post, PostKind, Snapshot};
+use crate::snapshot::{Metric, Post, PostKind, Snapshot, files};
 
 pub use filter::{Dropped, UserSignals};
 pub use offload::Offloaded;
 pub use sources::{
-    PostFacts, Source, SourceLists, SourceQuotas, SourceWindows, Sourced, gather, gather_with_fresh,
+    PostFacts, Source, SourceInputs, SourceLists, SourceQuotas, SourceWindows, Sourced, gather,
+    gather_sources,
+};
+pub use users::{
+    EXACT_USER_POOL, Engaged, UserIndex, UserIndexStats, UserNeighbor, UserOptions,
+    followers_centroid, lookalike_posts,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -187,7 +193,8 @@ impl Retriever {
         params: HnswParams,
     ) -> Result<Retriever, RetrieverError> {
         let binding = IndexBinding {
-            posts_sha256: snapshot.posts_sha256().unwrap_or_default(),
+            source: files::POSTS_NPY,
+            source_sha256: snapshot.posts_sha256().unwrap_or_default(),
             vectors: &snapshot.post_vectors,
             rows: &pools.organic,
             metric: snapshot.metric(),

@@ -2,7 +2,11 @@
 //!
 //! Each source has its own quota, so that no source can crowd out the others:
 //!
+//! - **audience**: new posts of small creators whose nearest users include the viewer (see
+//!   `feed::audience`): an exploration share the selector caps per page;
 //! - **personal**: the organic posts nearest to the user's vector (the HNSW search);
+//! - **lookalike**: posts the viewer's nearest users recently saved, shared or liked (the user
+//!   index, `users.rs`), by the sum of the neighbours' similarity times the engagement's weight;
 //! - **hashtag**: the best posts under the hashtags the user follows, taken in turns across
 //!   the hashtags, so that one busy hashtag does not fill the quota;
 //! - **trending**: posts of the recent window with the highest value per impression (saves,
@@ -24,7 +28,11 @@ use super::Candidate;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// A new post of a small creator, offered to its nearest users (exploration).
+    Audience,
     Personal,
+    /// Saved, shared or liked by the viewer's nearest users.
+    Lookalike,
     Hashtag,
     Trending,
     Fresh,
@@ -38,7 +46,9 @@ pub enum Source {
 impl Source {
     pub fn as_str(self) -> &'static str {
         match self {
+            Source::Audience => "audience",
             Source::Personal => "personal",
+            Source::Lookalike => "lookalike",
             Source::Hashtag => "hashtag",
             Source::Trending => "trending",
             Source::Fresh => "fresh",
@@ -51,7 +61,9 @@ impl Source {
 /// How many candidates each source contributes at most, per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceQuotas {
+    pub audience: usize,
     pub personal: usize,
+    pub lookalike: usize,
     pub hashtag: usize,
     pub trending: usize,
     pub fresh: usize,
@@ -165,6 +177,22 @@ pub struct Sourced {
     pub similarity: Option<f32>,
 }
 
+/// What one request's sources found, each best first, before the merge.
+pub struct SourceInputs<'a, F> {
+    /// New posts of small creators whose audience includes the viewer.
+    pub audience: &'a [u32],
+    /// The search result.
+    pub personal: &'a [Candidate],
+    /// Rows the viewer's nearest users engaged with.
+    pub lookalike: &'a [u32],
+    /// The hashtags the user follows.
+    pub follows: &'a [String],
+    pub lists: &'a SourceLists,
+    /// Posts published since the lists were built, newest first: offered to the fresh source
+    /// before its list.
+    pub fresh_first: F,
+}
+
 /// Merges the sources into one set without duplicates, each within its quota; posts for which
 /// `excluded(row)` holds are skipped without using up quota (filters that need no viewer
 /// state beyond a lookup run here, so that a filtered post does not cost a slot).
@@ -177,28 +205,42 @@ pub fn gather(
     quotas: &SourceQuotas,
     excluded: impl Fn(u32) -> bool,
 ) -> Vec<Sourced> {
-    gather_with_fresh(
-        personal,
-        follows,
-        lists,
-        std::iter::empty(),
+    gather_sources(
+        SourceInputs {
+            audience: &[],
+            personal,
+            lookalike: &[],
+            follows,
+            lists,
+            fresh_first: std::iter::empty(),
+        },
         quotas,
         excluded,
     )
 }
 
-/// [`gather`], with `fresh_first` (posts published since the lists were built, newest first)
-/// offered to the fresh source before its list.
-pub fn gather_with_fresh(
-    personal: &[Candidate],
-    follows: &[String],
-    lists: &SourceLists,
-    fresh_first: impl IntoIterator<Item = u32>,
+/// [`gather`] over every source, in the order of the module docs.
+pub fn gather_sources(
+    inputs: SourceInputs<'_, impl IntoIterator<Item = u32>>,
     quotas: &SourceQuotas,
     excluded: impl Fn(u32) -> bool,
 ) -> Vec<Sourced> {
-    let mut taken: HashSet<u32> =
-        HashSet::with_capacity(quotas.personal + quotas.hashtag + quotas.trending + quotas.fresh);
+    let SourceInputs {
+        audience,
+        personal,
+        lookalike,
+        follows,
+        lists,
+        fresh_first,
+    } = inputs;
+    let mut taken: HashSet<u32> = HashSet::with_capacity(
+        quotas.audience
+            + quotas.personal
+            + quotas.lookalike
+            + quotas.hashtag
+            + quotas.trending
+            + quotas.fresh,
+    );
     let mut out = Vec::with_capacity(taken.capacity());
     let mut take = |row: u32, source: Source, similarity: Option<f32>, out: &mut Vec<Sourced>| {
         if excluded(row) || !taken.insert(row) {
@@ -212,12 +254,32 @@ pub fn gather_with_fresh(
         true
     };
 
+    let mut quota = quotas.audience;
+    for &row in audience {
+        if quota == 0 {
+            break;
+        }
+        if take(row, Source::Audience, None, &mut out) {
+            quota -= 1;
+        }
+    }
+
     let mut quota = quotas.personal;
     for c in personal {
         if quota == 0 {
             break;
         }
         if take(c.row, Source::Personal, Some(c.similarity), &mut out) {
+            quota -= 1;
+        }
+    }
+
+    let mut quota = quotas.lookalike;
+    for &row in lookalike {
+        if quota == 0 {
+            break;
+        }
+        if take(row, Source::Lookalike, None, &mut out) {
             quota -= 1;
         }
     }

@@ -22,6 +22,7 @@
 //! model loads, so a request costs one similarity search over posts, one over ads, and work
 //! linear in a few hundred candidates.
 
+mod audience;
 mod cursor;
 mod explain;
 mod published;
@@ -38,8 +39,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::candidates::{
-    self, Candidate, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source, SourceLists,
-    SourceQuotas, SourceWindows, Sourced, UserSignals,
+    self, Candidate, Engaged, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source,
+    SourceInputs, SourceLists, SourceQuotas, SourceWindows, Sourced, UserIndex, UserOptions,
+    UserSignals,
 };
 use crate::hashtags::{HashtagOptions, HashtagPick, HashtagQuery, Hashtags, PostCount};
 use crate::index::HnswParams;
@@ -54,6 +56,7 @@ use crate::snapshot::{
     self, MAX_ID_BYTES, NewPost, Post, PostKind, Snapshot, SnapshotError, Stats, files,
 };
 
+pub use audience::{Audience, AudienceOptions, OfferStatus};
 pub use explain::{AdConsidered, Explanation, Penalties};
 use tables::{NewRow, PostTables};
 use updates::{PostFlags, PostUpdates};
@@ -101,6 +104,10 @@ pub enum FeedError {
     InvalidLang(String),
     #[error("{0}")]
     InvalidOptions(String),
+    #[error("user_id: no user {0:?} in the snapshot, onboarded or with events")]
+    UnknownUser(String),
+    #[error("post_id: no post {0:?}")]
+    UnknownPost(String),
     /// The live index could not start (its background thread).
     #[error("index: {0}")]
     Index(#[from] crate::index::LiveError),
@@ -180,6 +187,10 @@ pub struct FeedOptions {
     pub max_depth: usize,
     /// How hashtags are recommended (`[feed.hashtags]`).
     pub hashtags: HashtagOptions,
+    /// The user index, the lookalike source and newcomers' neighbours (`[feed.users]`).
+    pub users: UserOptions,
+    /// A first audience for new posts of small creators (`[feed.audience]`).
+    pub audience: AudienceOptions,
 }
 
 impl Default for FeedOptions {
@@ -201,6 +212,8 @@ impl Default for FeedOptions {
             fresh_max_views: 200,
             max_depth: 500,
             hashtags: HashtagOptions::default(),
+            users: UserOptions::default(),
+            audience: AudienceOptions::default(),
         }
     }
 }
@@ -209,7 +222,9 @@ impl FeedOptions {
     /// Per-request quotas of the candidate sources.
     pub fn source_quotas(&self) -> SourceQuotas {
         SourceQuotas {
+            audience: self.audience.candidates,
             personal: self.candidates,
+            lookalike: self.users.lookalike_candidates,
             hashtag: self.hashtag_candidates,
             trending: self.trending_candidates,
             fresh: self.fresh_candidates,
@@ -245,7 +260,11 @@ pub struct Model {
     options: FeedOptions,
     weights: Weights,
     retriever: Retriever,
-    user_rows: HashMap<String, u32>,
+    /// The users' index (snapshot users, moved and onboarded ones) and their recent
+    /// engagements.
+    users: UserIndex,
+    /// New posts of small creators on offer to their nearest users.
+    audience: Audience,
     /// Per post: dense ids, scoring terms, flags (`tables.rs`).
     tables: PostTables,
     /// Hashtag statistics and vectors, for recommendations and newcomers' interests.
@@ -303,6 +322,17 @@ pub struct HashtagPage<'m> {
     /// Affinity to the user's interests was blended in.
     pub personal: bool,
     pub hashtags: Vec<HashtagPick<'m>>,
+}
+
+/// Who a post would be offered to (`Model::post_audience`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostAudience {
+    /// Its author is a small creator (see `audience`).
+    pub small_creator: bool,
+    /// Where its offer stands; `None` if it was never offered.
+    pub offer: Option<OfferStatus>,
+    /// Its nearest users, closest first, with their similarity.
+    pub users: Vec<(String, f32)>,
 }
 
 /// What a request may add to the model's defaults.
@@ -391,7 +421,7 @@ impl Model {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "snapshot validated"
         );
-        Model::prepare(snapshot, options, Some(&dir.join(files::POSTS_INDEX)))
+        Model::prepare(snapshot, options, Some(dir))
     }
 
     /// Indexes an already validated snapshot (always building the index).
@@ -399,17 +429,28 @@ impl Model {
         Model::prepare(snapshot, options, None)
     }
 
-    /// Indexes the snapshot, loading the HNSW index from `stored_index` when it fits.
+    /// Indexes the snapshot, loading the HNSW indexes stored in `dir` (`posts.index`,
+    /// `users.index`) when they fit.
     fn prepare(
         snapshot: Snapshot,
         options: FeedOptions,
-        stored_index: Option<&Path>,
+        dir: Option<&Path>,
     ) -> Result<Model, FeedError> {
         let started = Instant::now();
         options
             .hashtags
             .validate()
             .map_err(FeedError::InvalidOptions)?;
+        let invalid = |section: &str, (field, problem): (&str, String)| {
+            FeedError::InvalidOptions(format!("feed.{section}.{field}: {problem}"))
+        };
+        options.users.validate().map_err(|e| invalid("users", e))?;
+        options
+            .audience
+            .validate()
+            .map_err(|e| invalid("audience", e))?;
+        let stored_index = dir.map(|d| d.join(files::POSTS_INDEX));
+        let stored_index = stored_index.as_deref();
         let weights = Weights::default().overridden(&snapshot.manifest.scoring)?;
         let scoring = &weights.scoring;
         let pools = Pools::of(&snapshot.posts);
@@ -455,12 +496,21 @@ impl Model {
         // the viewers' own filters may drop.
         let popular_depth = 2 * (options.max_depth + 1 + CANDIDATE_MARGIN);
         let popular = popular_ranking(&snapshot, &admitted, &prior_score, popular_depth);
-        let user_rows = snapshot
-            .users
-            .iter()
-            .enumerate()
-            .map(|(row, u)| (u.id.clone(), row as u32))
-            .collect();
+        let users = UserIndex::load(
+            &snapshot,
+            options.index,
+            options.hnsw_params(),
+            options.users,
+            dir.map(|d| d.join(files::USERS_INDEX)).as_deref(),
+        )
+        .map_err(|e| FeedError::InvalidOptions(format!("user index: {e}")))?;
+        let audience = Audience::new(
+            options.audience,
+            snapshot
+                .posts
+                .iter()
+                .map(|p| (p.author.as_str(), p.stats.views)),
+        );
         let tables = PostTables::build(&snapshot, &terms, &reported_out);
         let posts = snapshot.posts.len();
         let mut post_ids: Vec<(u64, u32)> = snapshot
@@ -482,6 +532,9 @@ impl Model {
             organic_posts = retriever.organic_len(),
             ads = retriever.ads_len(),
             ads_index_ms = retriever.ads_build_time().as_millis() as u64,
+            users = snapshot.users.len(),
+            users_index = users.origin().name(),
+            users_index_ms = users.origin().elapsed().as_millis() as u64,
             hashtags = hashtags.len(),
             hashtags_recommendable = hashtags.eligible(),
             elapsed_ms = build_time.as_millis() as u64,
@@ -492,7 +545,8 @@ impl Model {
             options,
             weights,
             retriever,
-            user_rows,
+            users,
+            audience,
             tables,
             hashtags,
             source_lists,
@@ -562,7 +616,7 @@ impl Model {
 
     /// Whether the snapshot knows this user (and so has an embedding for them).
     pub fn knows_user(&self, user_id: &str) -> bool {
-        self.user_rows.contains_key(user_id)
+        self.users.snapshot_row(user_id).is_some()
     }
 
     /// The snapshot's record of a user.
@@ -651,6 +705,10 @@ impl Model {
         );
         for &row in rows.iter().flatten() {
             let post = self.post(row);
+            self.audience.published_at(post.created_at);
+            if post.kind == PostKind::Organic && self.audience.is_small_creator(&post.author) {
+                self.offer(row);
+            }
             let count = post_count(post.kind, &post.stats, scoring);
             self.hashtags.record_published(
                 &post.hashtags,
@@ -661,6 +719,100 @@ impl Model {
             );
         }
         rows
+    }
+
+    /// Puts post `row` on offer to its nearest users: those at least as similar as the
+    /// `audience_size`-th nearest now (everyone, when there are fewer users).
+    fn offer(&self, row: u32) {
+        let size = self.options.audience.audience_size;
+        let nearest = self.users.nearest(self.post_vector(row), size, None);
+        let radius = match nearest.last() {
+            None => return,
+            Some(_) if nearest.len() < size => f32::NEG_INFINITY,
+            Some(last) => last.similarity,
+        };
+        let post = self.post(row);
+        self.audience.offer(row, post.created_at, radius);
+    }
+
+    /// Records that `user_id` saved, shared or liked post `row` (`weight`: how much that
+    /// says), for the lookalike source of the users near them.
+    pub fn record_user_engagement(&self, user_id: &str, row: u32, weight: f32) {
+        self.users
+            .record_engagement(user_id, Engaged { row, weight });
+    }
+
+    /// Records an impression of post `row` (it counts toward ending an offer).
+    pub fn record_impression(&self, row: u32) {
+        self.audience.record_impression(row);
+    }
+
+    /// Places users whose embedding moved (`(user_id, vector)`) in the user index, each only
+    /// if it turned far enough from its last placement (`[feed.users] replace_degrees`).
+    pub fn place_users(&self, moved: &[(&str, &[f32])]) -> usize {
+        let items: Vec<(&str, &[f32], Option<&[f32]>)> = moved
+            .iter()
+            .map(|&(id, v)| (id, v, self.user_vector(id)))
+            .collect();
+        self.users.place(&items)
+    }
+
+    /// Up to `limit` users nearest to `user_id` (the asking user left out), with their
+    /// similarity: by the user's embedding as events moved it (`live_vector`), else the
+    /// snapshot's, else where onboarding placed them.
+    pub fn similar_users(
+        &self,
+        user_id: &str,
+        live_vector: Option<&[f32]>,
+        limit: usize,
+    ) -> Result<Vec<(String, f32)>, FeedError> {
+        if user_id.is_empty() || user_id.len() > MAX_ID_BYTES {
+            return Err(FeedError::InvalidUserId(user_id.len()));
+        }
+        if !LIMIT_RANGE.contains(&limit) {
+            return Err(FeedError::InvalidLimit(limit.to_string()));
+        }
+        let slot = self.users.slot(user_id);
+        let placed = slot.and_then(|s| self.users.placed_vector(s));
+        let query = live_vector
+            .or_else(|| self.user_vector(user_id))
+            .or(placed.as_deref())
+            .ok_or_else(|| FeedError::UnknownUser(user_id.to_owned()))?;
+        Ok(self.named(self.users.nearest(query, limit, slot)))
+    }
+
+    /// Who post `post_id` would be offered to: its `limit` nearest users now, whether its
+    /// author is a small creator, and where its offer stands (`None`: never offered).
+    pub fn post_audience(&self, post_id: &str, limit: usize) -> Result<PostAudience, FeedError> {
+        if !LIMIT_RANGE.contains(&limit) {
+            return Err(FeedError::InvalidLimit(limit.to_string()));
+        }
+        let row = self
+            .post_row(post_id)
+            .ok_or_else(|| FeedError::UnknownPost(post_id.to_owned()))?;
+        let post = self.post(row);
+        Ok(PostAudience {
+            small_creator: self.audience.is_small_creator(&post.author),
+            offer: self.audience.status(row, self.post_stats(row).views),
+            users: self.named(self.users.nearest(self.post_vector(row), limit, None)),
+        })
+    }
+
+    fn named(&self, neighbours: Vec<candidates::UserNeighbor>) -> Vec<(String, f32)> {
+        neighbours
+            .into_iter()
+            .filter_map(|n| Some((self.users.id(n.slot)?, n.similarity)))
+            .collect()
+    }
+
+    /// The user index (its counts, its graph to store).
+    pub fn user_index(&self) -> &UserIndex {
+        &self.users
+    }
+
+    /// The posts on offer to their audience.
+    pub fn audience(&self) -> &Audience {
+        &self.audience
     }
 
     /// Records that `user_id` onboarded (or changed their picks) with `after`, `before` being
@@ -676,6 +828,15 @@ impl Model {
             (None, None) => {}
         }
         hashtags.record_follows(&after.follows, &after.langs, 1, true);
+        // A newcomer is placed among the snapshot users who follow what they picked.
+        if self.options.users.newcomer_neighbours
+            && self.users.snapshot_row(user_id).is_none()
+            && let Some(vector) =
+                self.users
+                    .newcomer_vector(&after.follows, &self.snapshot.user_vectors, None)
+        {
+            self.users.place(&[(user_id, &vector, None)]);
+        }
     }
 
     /// Posts published since the snapshot, and the heap bytes they hold (records, vectors
@@ -690,13 +851,13 @@ impl Model {
     }
 
     pub fn snapshot_user(&self, user_id: &str) -> Option<&snapshot::User> {
-        let row = *self.user_rows.get(user_id)?;
+        let row = self.users.snapshot_row(user_id)?;
         Some(&self.snapshot.users[row as usize])
     }
 
     /// The user's embedding, if the snapshot knows them.
     pub fn user_vector(&self, user_id: &str) -> Option<&[f32]> {
-        let row = *self.user_rows.get(user_id)?;
+        let row = self.users.snapshot_row(user_id)?;
         self.snapshot.user_vectors.row(row as usize).to_slice()
     }
 
@@ -716,7 +877,7 @@ impl Model {
         profile: Option<&'a Profile>,
         live_vector: Option<&'a [f32]>,
     ) -> Viewer<'a> {
-        let row = self.user_rows.get(user_id).copied();
+        let row = self.users.snapshot_row(user_id);
         let snapshot_lists = row.map(|row| {
             let user = &self.snapshot.users[row as usize];
             (&user.follows[..], &user.langs[..])
@@ -732,7 +893,10 @@ impl Model {
                 .map(Cow::Owned)
                 .collect(),
         };
-        Viewer::new(interests, follows, langs)
+        let mut viewer = Viewer::new(interests, follows, langs);
+        viewer.slot = self.users.slot(user_id);
+        viewer.newcomer = live_vector.is_none() && row.is_none();
+        viewer
     }
 
     /// Up to `limit` hashtags to recommend to `user_id` (see `hashtags`): for a user with
@@ -902,7 +1066,7 @@ impl Model {
     /// followed hashtags, trending and fresh, each within its quota, without the posts the
     /// filters drop. `None` for a user the snapshot does not know.
     pub fn candidates(&self, user_id: &str, signals: Option<&UserSignals>) -> Option<Vec<Sourced>> {
-        self.user_rows.get(user_id)?;
+        self.users.snapshot_row(user_id)?;
         let viewer = self.viewer(user_id, None, None);
         Some(self.gather(&viewer, active_filters(signals)))
     }
@@ -915,14 +1079,75 @@ impl Model {
             self.tables.prefetch(c.row, false);
         }
         let quotas = self.options.source_quotas();
-        candidates::gather_with_fresh(
-            &personal,
-            viewer.follows,
-            &self.source_lists,
-            self.published_fresh(),
+        let excluded = |row: u32| self.excluded(row, signals);
+        let audience = self.offered_to(viewer, excluded);
+        let lookalike = self.lookalike(viewer, quotas.lookalike, excluded);
+        candidates::gather_sources(
+            SourceInputs {
+                audience: &audience,
+                personal: &personal,
+                lookalike: &lookalike,
+                follows: viewer.follows,
+                lists: &self.source_lists,
+                fresh_first: self.published_fresh(),
+            },
             &quotas,
-            |row| self.excluded(row, signals),
+            excluded,
         )
+    }
+
+    /// The audience source: new posts of small creators on offer whose audience includes the
+    /// viewer, closest first (see `audience`).
+    fn offered_to(&self, viewer: &Viewer<'_>, excluded: impl Fn(u32) -> bool) -> Vec<u32> {
+        if self.audience.offered() == 0 || !viewer.is_personal() {
+            return Vec::new();
+        }
+        let similarity = self.similarity_to(viewer);
+        self.audience
+            .for_viewer(
+                |row| similarity(row, None),
+                |row| self.post_stats(row).views,
+                excluded,
+            )
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect()
+    }
+
+    /// The lookalike source: posts the viewer's nearest users recently saved, shared or liked
+    /// (`candidates::lookalike_posts`). Skipped while no user has engaged with anything.
+    fn lookalike(
+        &self,
+        viewer: &Viewer<'_>,
+        quota: usize,
+        excluded: impl Fn(u32) -> bool,
+    ) -> Vec<u32> {
+        if quota == 0 || !self.users.has_engagements() {
+            return Vec::new();
+        }
+        let neighbours = self.neighbours_of(viewer, self.options.users.neighbours);
+        // Twice the quota: some are found by the personal search first.
+        self.users
+            .with_recent(&neighbours, |each| {
+                candidates::lookalike_posts(each, 2 * quota, excluded)
+            })
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect()
+    }
+
+    /// The users nearest to the viewer: by their embedding (moved or the snapshot's), or for
+    /// a newcomer by where onboarding placed them (else their interests' mean).
+    fn neighbours_of(&self, viewer: &Viewer<'_>, k: usize) -> Vec<candidates::UserNeighbor> {
+        let placed = match (viewer.newcomer, viewer.slot) {
+            (true, Some(slot)) => self.users.placed_vector(slot),
+            _ => None,
+        };
+        let query = placed.as_deref().unwrap_or(&viewer.ad_query);
+        if query.is_empty() {
+            return Vec::new();
+        }
+        self.users.nearest(query, k, viewer.slot)
     }
 
     /// Published posts for the fresh source, newest first: organic ones within its window
@@ -1090,8 +1315,9 @@ impl Model {
         // the sequence ends before `depth`. Reserves never displace candidates, so the
         // sequence is the same whether or not they were added (see `CandidateSet`).
         let mut set = CandidateSet::with_capacity(candidates.len(), candidates.len() * 4);
+        let explore_floor = self.explore_floor(&candidates);
         for c in &candidates {
-            let candidate = self.organic_candidate(c, personal);
+            let candidate = self.organic_candidate(c, personal, explore_floor);
             set.push(candidate, self.tables.tags(c.row));
         }
         // Without reserves, the sequence cannot be longer than the candidates and ads; if that
@@ -1110,7 +1336,7 @@ impl Model {
             };
             if !reserves.is_empty() {
                 for c in &reserves {
-                    let candidate = self.organic_candidate(c, personal);
+                    let candidate = self.organic_candidate(c, personal, explore_floor);
                     set.push_reserve(candidate, self.tables.tags(c.row));
                 }
                 arrangement = None;
@@ -1138,15 +1364,49 @@ impl Model {
     /// their blend; the non-personal ranking interleaves languages, an order no score gives,
     /// so its candidates carry rank scores (`Hydrated::rank`) that keep it, and the rules
     /// still apply.
-    fn organic_candidate(&self, c: &Hydrated, personal: bool) -> OrganicCandidate {
+    ///
+    /// A post on offer (the audience source) competes with at least `explore_floor`, the
+    /// score of the viewer's `rank`-th best other candidate, and is marked exploring, which
+    /// the selector caps per page.
+    fn organic_candidate(
+        &self,
+        c: &Hydrated,
+        personal: bool,
+        explore_floor: f32,
+    ) -> OrganicCandidate {
         let meta = self.tables.meta(c.row);
+        let exploring = personal && c.source == Source::Audience;
         OrganicCandidate {
             row: c.row,
-            score: if personal { c.blend } else { c.rank },
+            score: match (personal, exploring) {
+                (false, _) => c.rank,
+                (true, false) => c.blend,
+                (true, true) => c.blend.max(explore_floor),
+            },
             author: meta.author,
             lang: meta.lang,
             sponsored: meta.sponsored,
+            exploring,
         }
+    }
+
+    /// The score of the `rank`-th best candidate not on offer (see `organic_candidate`);
+    /// −∞ when there is no post on offer among them.
+    fn explore_floor(&self, candidates: &[Hydrated]) -> f32 {
+        if !candidates.iter().any(|c| c.source == Source::Audience) {
+            return f32::NEG_INFINITY;
+        }
+        let mut others: Vec<f32> = candidates
+            .iter()
+            .filter(|c| c.source != Source::Audience)
+            .map(|c| c.blend)
+            .collect();
+        let rank = self.options.audience.rank.min(others.len());
+        if rank == 0 {
+            return f32::NEG_INFINITY;
+        }
+        let (_, nth, _) = others.select_nth_unstable_by(rank - 1, |a, b| b.total_cmp(a));
+        *nth
     }
 
     /// A post's terms under `weights`: precomputed for the model's own, recomputed otherwise.

@@ -19,6 +19,10 @@ pub(super) struct Viewer<'a> {
     pub follows: &'a [String],
     /// Languages read: the profile's if there is one, else the snapshot's.
     pub langs: &'a [String],
+    /// The user's slot in the user index, if it has met them.
+    pub slot: Option<u32>,
+    /// Known only by a profile: no snapshot row and no moved embedding.
+    pub newcomer: bool,
 }
 
 impl<'a> Viewer<'a> {
@@ -57,6 +61,8 @@ impl<'a> Viewer<'a> {
             ad_query,
             follows,
             langs,
+            slot: None,
+            newcomer: false,
         }
     }
 

@@ -25,7 +25,8 @@
 //! # What is checked on load
 //!
 //! A stored index is used only if it is intact (magic, version, both checksums, lengths) and
-//! built from this snapshot with these options: the sha256 of `posts.npy`, the row list, metric
+//! built from this snapshot with these options: the sha256 of `posts.npy` (or `users.npy` for
+//! a user index), the row list, metric
 //! and dimension, `max_connections` and `ef_construction` (`ef_search` is a search-time option,
 //! taken from the caller). Its vectors must equal the snapshot's rows bit for bit. Even a file
 //! whose checksums hold is validated structurally (offsets, links, layer members, entry point),
@@ -96,8 +97,10 @@ impl StoredIndexError {
 /// What a stored index must have been built from, and with, to be used.
 #[derive(Debug, Clone, Copy)]
 pub struct IndexBinding<'a> {
-    /// sha256 of `posts.npy` as the manifest lists it (hex).
-    pub posts_sha256: &'a str,
+    /// The matrix file the rows come from (`posts.npy`, `users.npy`), for messages.
+    pub source: &'a str,
+    /// Its sha256 as the manifest lists it (hex).
+    pub source_sha256: &'a str,
     /// The matrix the index is over, as loaded (normalised under cosine).
     pub vectors: &'a Array2<f32>,
     /// The rows of `vectors` indexed, in the order the graph was built over them.
@@ -120,7 +123,8 @@ struct Header {
     max_connections: u32,
     ef_construction: u32,
     builder: String,
-    /// sha256 of the `posts.npy` the graph was built from, as its manifest listed it.
+    /// sha256 of the matrix file (`posts.npy`, `users.npy`) the graph was built from, as its
+    /// manifest listed it.
     posts_sha256: String,
     /// sha256 of the row list as little-endian `u32`s.
     rows_sha256: [u8; DIGEST_LEN],
@@ -584,7 +588,7 @@ impl<R: Read> Decoder<R> {
                 "built over another row list than this snapshot's pool (same length and hash)",
             ));
         }
-        self.check_vectors(&index, binding.vectors)?;
+        self.check_vectors(&index, binding.vectors, binding.source)?;
         Ok(index)
     }
 
@@ -596,10 +600,10 @@ impl<R: Read> Decoder<R> {
             "dot" => Metric::Dot,
             other => return Err(self.malformed(format!("unknown metric {other:?}"))),
         };
-        if !h.posts_sha256.eq_ignore_ascii_case(b.posts_sha256) {
+        if !h.posts_sha256.eq_ignore_ascii_case(b.source_sha256) {
             return Err(self.mismatch(format!(
-                "built for a posts.npy with sha256 {}, this snapshot's has sha256 {}",
-                h.posts_sha256, b.posts_sha256
+                "built for a {} with sha256 {}, this snapshot's has sha256 {}",
+                b.source, h.posts_sha256, b.source_sha256
             )));
         }
         if metric != b.metric {
@@ -737,6 +741,7 @@ impl<R: Read> Decoder<R> {
         &self,
         index: &FlatHnswIndex,
         vectors: &Array2<f32>,
+        source: &str,
     ) -> Result<(), StoredIndexError> {
         let vectors = vectors.as_standard_layout();
         let data = index.data();
@@ -753,8 +758,9 @@ impl<R: Read> Decoder<R> {
             if bytemuck::cast_slice::<f32, u32>(values) != bytemuck::cast_slice::<f32, u32>(wanted)
             {
                 return Err(self.mismatch(format!(
-                    "its vector for posts.npy row {} (numpy index [{row}]) differs from the \
+                    "its vector for {} row {} (numpy index [{row}]) differs from the \
                      snapshot's",
+                    source,
                     row as u64 + 1
                 )));
             }

@@ -376,6 +376,8 @@ impl Live {
             std::collections::HashMap::new();
         {
             let mut users = live.users.write().unwrap_or_else(|e| e.into_inner());
+            // Placed once at the end: a replay need not place every intermediate step.
+            let mut moved = HashSet::new();
             for record in records {
                 let (batch, effects) = match record {
                     LogRecord::Events(batch) => (batch, true),
@@ -400,13 +402,16 @@ impl Live {
                 for event in &batch {
                     // Logged events were validated against a model: a post missing from this
                     // one (only after compaction, for a carried hide) has nothing to apply to.
-                    if let Some(row) = live.model.post_row(&event.post_id) {
-                        users.apply(&live.model, &live.options, event, row, effects);
+                    if let Some(row) = live.model.post_row(&event.post_id)
+                        && users.apply(&live.model, &live.options, event, row, effects)
+                    {
+                        moved.insert(event.user_id.clone());
                     }
                 }
                 batches += 1;
                 events += batch.len();
             }
+            users.place(&live.model, &moved);
         }
         Ok((
             live,
@@ -676,9 +681,13 @@ impl Live {
         let receipt = self.wal.append(vec![encode(&LogRecord::Events(events))])?;
         self.in_turn(&receipt, || {
             let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+            let mut moved = HashSet::new();
             for (event, row) in &valid {
-                users.apply(&self.model, &self.options, event, *row, true);
+                if users.apply(&self.model, &self.options, event, *row, true) {
+                    moved.insert(event.user_id.clone());
+                }
             }
+            users.place(&self.model, &moved);
         });
         Ok(BatchOutcome {
             accepted: valid.len(),

@@ -73,8 +73,10 @@ impl Users {
         self.map.contains_key(user_id)
     }
 
-    /// Applies one validated event on post `row`. `effects`: also the post's stats and the
-    /// user's embedding (not for hides and reports carried over a compaction).
+    /// Applies one validated event on post `row`. `effects`: also the post's stats, the
+    /// user's embedding and what the lookalike and audience sources count (not for hides and
+    /// reports carried over a compaction). Returns whether the user's embedding moved (the
+    /// caller places them in the user index, once per batch).
     pub fn apply(
         &mut self,
         model: &Model,
@@ -82,7 +84,7 @@ impl Users {
         event: &Event,
         row: u32,
         effects: bool,
-    ) {
+    ) -> bool {
         let user = self.map.entry(event.user_id.clone()).or_default();
         user.events += 1;
         let post = model.post(row);
@@ -98,7 +100,16 @@ impl Users {
             EventType::Like => {}
         }
         if !effects {
-            return;
+            return false;
+        }
+        match event.kind {
+            EventType::Impression | EventType::View => model.record_impression(row),
+            kind => {
+                let weight = lookalike_weight(kind);
+                if weight > 0.0 {
+                    model.record_user_engagement(&event.user_id, row, weight);
+                }
+            }
         }
         let delta = stats_delta(event.kind);
         if delta != Default::default() {
@@ -116,7 +127,25 @@ impl Users {
                 step,
                 model.snapshot().metric(),
             );
+            return user.vector.is_some();
         }
+        false
+    }
+
+    /// Places `moved` users (ids, each once) at their current embedding in the model's user
+    /// index.
+    pub fn place(&self, model: &Model, moved: &HashSet<String>) {
+        if moved.is_empty() {
+            return;
+        }
+        let mut ids: Vec<&String> = moved.iter().collect();
+        // A fixed order, so that the index's rows are the same on every replay.
+        ids.sort_unstable();
+        let items: Vec<(&str, &[f32])> = ids
+            .into_iter()
+            .filter_map(|id| Some((id.as_str(), self.map.get(id)?.vector.as_deref()?)))
+            .collect();
+        model.place_users(&items);
     }
 
     pub fn viewed(&self, model: &Model, user_id: &str, with_seen: bool) -> Option<Viewed> {
@@ -151,6 +180,17 @@ impl Users {
             reported: user.reported.order.len(),
             vector_moved: user.vector.is_some(),
         })
+    }
+}
+
+/// What an engagement tells the lookalike source about a post: a save most (the platform's
+/// sign of value), a share a little less, a like least.
+fn lookalike_weight(kind: EventType) -> f32 {
+    match kind {
+        EventType::Save => 1.0,
+        EventType::Share => 0.8,
+        EventType::Like => 0.4,
+        _ => 0.0,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct PolicyConfig {
     /// and may be good, but they are paid, and a low-ad feed should not fill up with them by
     /// the back door.
     pub max_sponsored_per_page: usize,
+    /// Posts offered for exploration (new posts of small creators shown to their nearest
+    /// users) per page. Default 1, 5% of a 20-post page: enough for a new creator to be seen
+    /// and judged by real signals, little enough that the page stays the user's.
+    pub max_exploring_per_page: usize,
     /// Posts of one author per page (at least 1). Default 2: a prolific author cannot take over
     /// a page, but one the user clearly prefers may appear twice.
     pub max_per_author_per_page: usize,
@@ -61,6 +65,7 @@ impl Default for PolicyConfig {
             first_ad_position: 3,
             organic_per_ad: 10,
             max_sponsored_per_page: 1,
+            max_exploring_per_page: 1,
             max_per_author_per_page: 2,
             author_repeat_decay: 0.7,
             near_duplicate_similarity: 0.95,
@@ -72,12 +77,13 @@ impl Default for PolicyConfig {
 
 impl PolicyConfig {
     /// The knobs' names, as written in configuration.
-    pub const KEYS: [&'static str; 10] = [
+    pub const KEYS: [&'static str; 11] = [
         "page_size",
         "ad_min_relevance",
         "first_ad_position",
         "organic_per_ad",
         "max_sponsored_per_page",
+        "max_exploring_per_page",
         "max_per_author_per_page",
         "author_repeat_decay",
         "near_duplicate_similarity",

@@ -21,8 +21,9 @@
 //! 2. **Organic post.** Otherwise, the organic candidate with the best *effective score* among
 //!    those the rules admit (equal scores: the lower row).
 //!
-//! *Hard rules*, never relaxed: at most `max_sponsored_per_page` sponsored posts per page; no
-//! two posts on a page whose embeddings are at least `near_duplicate_similarity` alike.
+//! *Hard rules*, never relaxed: at most `max_sponsored_per_page` sponsored posts per page; at
+//! most `max_exploring_per_page` posts offered for exploration per page; no two posts on a page
+//! whose embeddings are at least `near_duplicate_similarity` alike.
 //!
 //! *Soft rules*, relaxed only to fill a position nothing else may take:
 //! - **author cap**: at most `max_per_author_per_page` posts of one author per page;

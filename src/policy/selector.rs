@@ -54,6 +54,9 @@ pub struct OrganicCandidate {
     pub lang: Lang,
     /// A creator's brand endorsement: organic, but capped per page.
     pub sponsored: bool,
+    /// Offered for exploration (a new post of a small creator, see `feed::audience`): capped
+    /// per page by `max_exploring_per_page`.
+    pub exploring: bool,
 }
 
 /// The organic candidates of one request. Hashtags of all candidates share one buffer, so
@@ -165,6 +168,8 @@ pub enum Decision {
     ForeignLanguage { nth: u32, cap: u32 },
     /// A sponsored post: the `nth` on this page, of `cap` allowed.
     Sponsored { nth: u32, cap: u32 },
+    /// Offered for exploration: the `nth` such post on this page, of `cap` allowed.
+    Exploring { nth: u32, cap: u32 },
     /// An ad in the feed's `nth` ad slot (from 0), with its relevance to the user.
     AdSlot { nth: u32, relevance: f32 },
     /// Placed although it breaks `rule`, because no candidate left kept it (see the module
@@ -174,10 +179,10 @@ pub enum Decision {
 
 /// The most decisions one post can collect: an organic post may have every kind but
 /// `AdSlot`, with `Relaxed` once per soft rule.
-const MAX_DECISIONS: usize = 6;
+const MAX_DECISIONS: usize = 7;
 
 /// A placed post's decisions, in a fixed order (author, hashtags, language, sponsored,
-/// relaxations). Held inline, so placing a post allocates nothing; reads as a slice, and
+/// exploring, relaxations). Held inline, so placing a post allocates nothing; reads as a slice, and
 /// serialises as a JSON array.
 #[derive(Clone, Copy)]
 pub struct Decisions {
@@ -395,6 +400,7 @@ struct Slot {
     tags: (u32, u32),
     foreign: bool,
     sponsored: bool,
+    exploring: bool,
     placed: bool,
     /// Near-duplicate checks are cached per page: `dup_checked` posts of page `dup_page` were
     /// compared with this one, and `dup_blocked` says whether one was too similar.
@@ -438,6 +444,7 @@ struct Selector<'c> {
     by_tag: Postings,
     foreign_on_page: usize,
     sponsored_on_page: usize,
+    exploring_on_page: usize,
 }
 
 impl<'c> Selector<'c> {
@@ -479,6 +486,7 @@ impl<'c> Selector<'c> {
                     tags: (start, tags.len() as u32),
                     foreign: user.is_foreign(post.lang),
                     sponsored: post.sponsored,
+                    exploring: post.exploring,
                     placed: false,
                     dup_page: usize::MAX,
                     dup_checked: 0,
@@ -509,6 +517,7 @@ impl<'c> Selector<'c> {
             by_tag: Postings::default(),
             foreign_on_page: 0,
             sponsored_on_page: 0,
+            exploring_on_page: 0,
         };
         selector.by_author = Postings::build(authors.len(), |push| {
             for (i, slot) in selector.slots.iter().enumerate() {
@@ -541,6 +550,7 @@ impl<'c> Selector<'c> {
         self.page_slots.clear();
         self.foreign_on_page = 0;
         self.sponsored_on_page = 0;
+        self.exploring_on_page = 0;
         self.page = page;
         for slot in &mut self.slots {
             slot.penalised = slot.score;
@@ -648,6 +658,9 @@ impl<'c> Selector<'c> {
             if slot.sponsored && self.sponsored_on_page >= self.config.max_sponsored_per_page {
                 continue;
             }
+            if slot.exploring && self.exploring_on_page >= self.config.max_exploring_per_page {
+                continue;
+            }
             let stage = if slot.foreign && self.foreign_on_page >= self.foreign_cap {
                 2
             } else if self.author_count[slot.author as usize] as usize >= author_cap {
@@ -737,6 +750,12 @@ impl<'c> Selector<'c> {
                 cap: saturate(config.max_sponsored_per_page),
             });
         }
+        if slot.exploring {
+            decisions.push(Decision::Exploring {
+                nth: self.exploring_on_page as u32 + 1,
+                cap: saturate(config.max_exploring_per_page),
+            });
+        }
         if over_author {
             decisions.push(Decision::Relaxed {
                 rule: SoftRule::AuthorCap,
@@ -765,6 +784,7 @@ impl<'c> Selector<'c> {
         }
         self.foreign_on_page += usize::from(slot.foreign);
         self.sponsored_on_page += usize::from(slot.sponsored);
+        self.exploring_on_page += usize::from(slot.exploring);
         self.organic_placed += 1;
         self.page_slots.push(chosen.slot);
         self.slots[chosen.slot].placed = true;

@@ -44,6 +44,8 @@ pub mod files {
     /// Optional: a prebuilt HNSW index of the posts (`index::store`). Not a data file: it is
     /// not listed in `files`, and it binds itself to `posts.npy` by that file's sha256.
     pub const POSTS_INDEX: &str = "posts.index";
+    /// Optional: a prebuilt HNSW index of the users, bound to `users.npy` the same way.
+    pub const USERS_INDEX: &str = "users.index";
     /// Every data file the contract knows, in the order they are checked.
     pub const DATA_FILES: [&str; 6] = [
         POSTS_NPY,
@@ -184,6 +186,14 @@ impl Snapshot {
         self.manifest
             .files
             .get(files::POSTS_NPY)
+            .map(String::as_str)
+    }
+
+    /// sha256 of `users.npy` as the manifest lists it.
+    pub fn users_sha256(&self) -> Option<&str> {
+        self.manifest
+            .files
+            .get(files::USERS_NPY)
             .map(String::as_str)
     }
 

@@ -42,6 +42,8 @@ fn personal(rows: &[u32]) -> Vec<Candidate> {
 
 fn quotas(personal: usize, hashtag: usize, trending: usize, fresh: usize) -> SourceQuotas {
     SourceQuotas {
+        audience: 0,
+        lookalike: 0,
         personal,
         hashtag,
         trending,

@@ -45,7 +45,8 @@ fn fixture(metric: Metric) -> Fixture {
 impl Fixture {
     fn binding(&self) -> IndexBinding<'_> {
         IndexBinding {
-            posts_sha256: POSTS_SHA,
+            source: "posts.npy",
+            source_sha256: POSTS_SHA,
             vectors: &self.vectors,
             rows: &self.rows,
             metric: self.metric,
@@ -195,7 +196,8 @@ fn an_empty_index_round_trips() {
     let params = HnswParams::default();
     let index = FlatHnswIndex::build(&vectors, &[], Metric::Cosine, params);
     let binding = IndexBinding {
-        posts_sha256: POSTS_SHA,
+        source: "posts.npy",
+        source_sha256: POSTS_SHA,
         vectors: &vectors,
         rows: &[],
         metric: Metric::Cosine,
@@ -228,7 +230,8 @@ fn an_index_for_another_snapshot_or_other_options_is_rejected_with_the_reason() 
     let cases: Vec<(IndexBinding<'_>, String)> = vec![
         (
             IndexBinding {
-                posts_sha256: &other_sha,
+                source: "posts.npy",
+                source_sha256: &other_sha,
                 ..good
             },
             format!(

@@ -20,6 +20,8 @@ struct Post {
     lang: Lang,
     tags: Vec<u32>,
     sponsored: bool,
+    /// Offered for exploration (capped per page).
+    exploring: bool,
     /// Pushed as a reserve: considered only when no other candidate can take a position.
     reserve: bool,
 }
@@ -32,6 +34,7 @@ fn post(row: u32, score: f32, author: u32, lang: Lang) -> Post {
         lang,
         tags: Vec::new(),
         sponsored: false,
+        exploring: false,
         reserve: false,
     }
 }
@@ -92,6 +95,7 @@ impl Case {
                 author: p.author,
                 lang: p.lang,
                 sponsored: p.sponsored,
+                exploring: p.exploring,
             };
             if p.reserve {
                 set.push_reserve(candidate, &p.tags);
@@ -148,6 +152,10 @@ impl Case {
     fn stage(&self, page: &[&Post], post: &Post) -> Option<usize> {
         let c = &self.config;
         if post.sponsored && page.iter().filter(|p| p.sponsored).count() >= c.max_sponsored_per_page
+        {
+            return None;
+        }
+        if post.exploring && page.iter().filter(|p| p.exploring).count() >= c.max_exploring_per_page
         {
             return None;
         }
@@ -248,6 +256,7 @@ fn reference(case: &Case) -> Arrangement {
         let earlier = earlier as u32;
         let foreign_before = page.iter().filter(|p| case.foreign(p)).count();
         let sponsored_before = page.iter().filter(|p| p.sponsored).count();
+        let exploring_before = page.iter().filter(|p| p.exploring).count();
         let mut decisions = Decisions::new();
         if earlier > 0 {
             decisions.push(Decision::AuthorRepeat {
@@ -271,6 +280,12 @@ fn reference(case: &Case) -> Arrangement {
             decisions.push(Decision::Sponsored {
                 nth: sponsored_before as u32 + 1,
                 cap: c.max_sponsored_per_page as u32,
+            });
+        }
+        if post.exploring {
+            decisions.push(Decision::Exploring {
+                nth: exploring_before as u32 + 1,
+                cap: c.max_exploring_per_page as u32,
             });
         }
         if earlier as usize >= c.max_per_author_per_page {
@@ -392,6 +407,8 @@ fn check_invariants(case: &Case, out: &Arrangement) -> Result<(), TestCaseError>
             .collect();
         let sponsored = organic.iter().filter(|(_, p)| p.sponsored).count();
         prop_assert!(sponsored <= c.max_sponsored_per_page);
+        let exploring = organic.iter().filter(|(_, p)| p.exploring).count();
+        prop_assert!(exploring <= c.max_exploring_per_page);
         for (k, &(item, post)) in organic.iter().enumerate() {
             let earlier = &organic[..k];
             // Soft caps: broken exactly by the posts marked as relaxed.
@@ -514,6 +531,7 @@ fn arb_config() -> impl Strategy<Value = PolicyConfig> {
             0usize..6,
             1usize..6,
             0usize..3,
+            0usize..3,
         ),
         (
             1usize..4,
@@ -527,7 +545,14 @@ fn arb_config() -> impl Strategy<Value = PolicyConfig> {
     )
         .prop_map(
             |(
-                (page_size, ad_min_relevance, first_ad_position, organic_per_ad, sponsored),
+                (
+                    page_size,
+                    ad_min_relevance,
+                    first_ad_position,
+                    organic_per_ad,
+                    sponsored,
+                    exploring,
+                ),
                 (per_author, author_decay, near_duplicate, hashtag_decay, foreign_share),
             )| PolicyConfig {
                 page_size,
@@ -535,6 +560,7 @@ fn arb_config() -> impl Strategy<Value = PolicyConfig> {
                 first_ad_position,
                 organic_per_ad,
                 max_sponsored_per_page: sponsored,
+                max_exploring_per_page: exploring,
                 max_per_author_per_page: per_author,
                 author_repeat_decay: author_decay,
                 near_duplicate_similarity: near_duplicate,
@@ -580,6 +606,8 @@ fn arb_case() -> impl Strategy<Value = Case> {
                         lang,
                         tags,
                         sponsored,
+                        // Every fourth post that is not sponsored: enough to hit the cap.
+                        exploring: i % 4 == 3 && !sponsored,
                         reserve,
                     },
                 )
@@ -693,6 +721,7 @@ fn a_candidate_set_keeps_each_posts_hashtags() {
         author: 0,
         lang: EN,
         sponsored: false,
+        exploring: false,
     };
     set.push(candidate(7), &[1, 2]);
     set.push(candidate(8), &[]);
@@ -1054,6 +1083,39 @@ fn sponsored_posts_are_capped_per_page() {
             .collect();
         assert_eq!(sponsored, vec![900 + page as u32], "page {page}");
     }
+}
+
+#[test]
+fn posts_offered_for_exploration_are_capped_per_page_and_say_so() {
+    // Three exploring posts score above everything: one leads each page, in score order.
+    let mut all: Vec<Post> = (0..3)
+        .map(|i| Post {
+            exploring: true,
+            ..post(900 + i, 10.0 - i as f32, 900 + i, EN)
+        })
+        .collect();
+    all.extend(posts(0, 60, 1.0, EN));
+    let mut case = Case::of(all);
+    case.depth = 60;
+    case.config.max_exploring_per_page = 1;
+    let out = case.arrange();
+    for page in 0..3 {
+        let items = out.page(page);
+        let exploring: Vec<u32> = items
+            .iter()
+            .map(|i| i.row)
+            .filter(|&row| row >= 900)
+            .collect();
+        assert_eq!(exploring, vec![900 + page as u32], "page {page}");
+        assert_eq!(
+            &items[0].decisions[..],
+            &[Decision::Exploring { nth: 1, cap: 1 }]
+        );
+    }
+    // A cap of 0 turns exploration off.
+    case.config.max_exploring_per_page = 0;
+    let out = case.arrange();
+    assert!(out.items.iter().all(|i| i.row < 900));
 }
 
 #[test]

@@ -1,0 +1,247 @@
+//! A first audience for new posts of small creators.
+//!
+//! A post published after the snapshot whose author is *small* gets offered to the users
+//! nearest to it, instead of waiting for signals that only an audience can give it:
+//!
+//! - **Small creator**: the views of all the author's posts in the snapshot add up to fewer
+//!   than `small_creator_max_views` (an author the snapshot does not know has none). The
+//!   contract carries no follower graph, so past impressions are the measure.
+//! - **Audience**: the `audience_size` users nearest to the post in the user index when it is
+//!   published; the similarity of the last of them is the post's *radius*. A viewer is in the
+//!   audience when their interest is at least that similar to the post.
+//! - **Offer**: such posts enter the viewer's candidates as the `audience` source (at most
+//!   `candidates` a request, the closest first), compete as the viewer's `rank`-th best
+//!   candidate (or their own blend if higher), and take at most `max_exploring_per_page`
+//!   positions of a page (a policy knob, 1 by default).
+//! - **Stop**: once the post has `max_impressions` impressions (impression events, or its views
+//!   if those are more), or is `window_hours` older than the newest post published, it is
+//!   judged like any other post by its own value signals.
+//!
+//! Only organic posts are offered (sponsored posts and ads have their own rules). At most
+//! `max_offered` posts are tracked at once, the oldest leaving first.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// `[feed.audience]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudienceOptions {
+    /// Offered posts a request may take as candidates (0 turns the offer off).
+    pub candidates: usize,
+    /// An author is small below this many views over all their snapshot posts.
+    pub small_creator_max_views: u64,
+    /// Users a post is offered to: its nearest in the user index.
+    pub audience_size: usize,
+    /// The offer stops once the post has this many impressions.
+    pub max_impressions: u64,
+    /// ... or once it is this much older than the newest published post.
+    pub window_hours: u32,
+    /// An offered post competes as the viewer's `rank`-th best candidate (from 1).
+    pub rank: usize,
+    /// Posts on offer at once (the oldest leave first).
+    pub max_offered: usize,
+}
+
+impl Default for AudienceOptions {
+    fn default() -> Self {
+        AudienceOptions {
+            candidates: 10,
+            small_creator_max_views: 5_000,
+            audience_size: 500,
+            max_impressions: 200,
+            window_hours: 48,
+            rank: 3,
+            max_offered: 2_000,
+        }
+    }
+}
+
+impl AudienceOptions {
+    /// Checks the ranges; `Err((field, problem))`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.audience_size == 0 || self.audience_size > 100_000 {
+            return Err(("audience_size", "must be 1 to 100000".into()));
+        }
+        if self.rank == 0 {
+            return Err(("rank", "must be at least 1".into()));
+        }
+        if self.max_offered == 0 || self.max_offered > 100_000 {
+            return Err(("max_offered", "must be 1 to 100000".into()));
+        }
+        if self.candidates > 100 {
+            return Err(("candidates", "must be at most 100".into()));
+        }
+        Ok(())
+    }
+}
+
+/// One post on offer.
+#[derive(Debug)]
+struct Offered {
+    row: u32,
+    created_at: i64,
+    /// Similarity of the last user of its audience when it was published.
+    radius: f32,
+    impressions: AtomicU64,
+}
+
+/// Where a post stands with the offer (`GET /v1/posts/{id}/audience`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OfferStatus {
+    /// Still offered.
+    pub active: bool,
+    pub impressions: u64,
+    /// The similarity a viewer needs to be in the audience.
+    pub radius: f32,
+}
+
+/// The posts on offer, and the authors' past views. `Send + Sync`.
+pub struct Audience {
+    options: AudienceOptions,
+    /// Views of each author's snapshot posts, summed.
+    author_views: HashMap<String, u64>,
+    /// By row, ascending (rows are published in order).
+    offered: RwLock<Vec<Offered>>,
+    /// The newest `created_at` of a post published (the window's "now").
+    newest: AtomicI64,
+}
+
+impl Audience {
+    pub fn new<'a>(
+        options: AudienceOptions,
+        posts: impl Iterator<Item = (&'a str, u64)>,
+    ) -> Audience {
+        let mut author_views: HashMap<String, u64> = HashMap::new();
+        for (author, views) in posts {
+            let total = author_views.entry(author.to_owned()).or_insert(0);
+            *total = total.saturating_add(views);
+        }
+        Audience {
+            options,
+            author_views,
+            offered: RwLock::new(Vec::new()),
+            newest: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub fn options(&self) -> &AudienceOptions {
+        &self.options
+    }
+
+    /// The rule for a small creator (see the module docs).
+    pub fn is_small_creator(&self, author: &str) -> bool {
+        self.author_views.get(author).copied().unwrap_or(0) < self.options.small_creator_max_views
+    }
+
+    /// Notes a published post's time (every published post moves the window's "now").
+    pub fn published_at(&self, created_at: i64) {
+        self.newest.fetch_max(created_at, Ordering::Relaxed);
+    }
+
+    /// Puts post `row` on offer to the users at least `radius` similar to it.
+    pub fn offer(&self, row: u32, created_at: i64, radius: f32) {
+        let mut offered = self.write();
+        let at = offered.partition_point(|o| o.row < row);
+        if offered.get(at).is_some_and(|o| o.row == row) {
+            return;
+        }
+        offered.insert(
+            at,
+            Offered {
+                row,
+                created_at,
+                radius,
+                impressions: AtomicU64::new(0),
+            },
+        );
+        if offered.len() > self.options.max_offered {
+            // The oldest by time leaves.
+            if let Some(oldest) = offered
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, o)| (o.created_at, o.row))
+                .map(|(i, _)| i)
+            {
+                offered.remove(oldest);
+            }
+        }
+    }
+
+    /// Counts an impression of post `row` if it is on offer (cheap otherwise: one lookup).
+    pub fn record_impression(&self, row: u32) {
+        let offered = self.read();
+        if let Ok(at) = offered.binary_search_by_key(&row, |o| o.row) {
+            offered[at].impressions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Where post `row` stands, `views` being its views now; `None` if it was never offered
+    /// (or left the table).
+    pub fn status(&self, row: u32, views: u64) -> Option<OfferStatus> {
+        let offered = self.read();
+        let at = offered.binary_search_by_key(&row, |o| o.row).ok()?;
+        let o = &offered[at];
+        let impressions = o.impressions.load(Ordering::Relaxed).max(views);
+        Some(OfferStatus {
+            active: self.active(o, impressions),
+            impressions,
+            radius: o.radius,
+        })
+    }
+
+    /// The posts on offer to a viewer: each still active, with `similarity(row)` at least its
+    /// radius and `excluded(row)` false, the most similar first (ties: smaller row), at most
+    /// `candidates`. `views(row)` gives a post's views now.
+    pub fn for_viewer(
+        &self,
+        similarity: impl Fn(u32) -> f32,
+        views: impl Fn(u32) -> u64,
+        excluded: impl Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if self.options.candidates == 0 {
+            return Vec::new();
+        }
+        let offered = self.read();
+        let mut found: Vec<(u32, f32)> = offered
+            .iter()
+            .filter(|o| {
+                let impressions = o.impressions.load(Ordering::Relaxed).max(views(o.row));
+                self.active(o, impressions)
+            })
+            .filter_map(|o| {
+                let s = similarity(o.row);
+                (s >= o.radius && !excluded(o.row)).then_some((o.row, s))
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        found.truncate(self.options.candidates);
+        found
+    }
+
+    /// Posts on offer now.
+    pub fn offered(&self) -> usize {
+        self.read().len()
+    }
+
+    fn active(&self, o: &Offered, impressions: u64) -> bool {
+        let window = i64::from(self.options.window_hours) * 3600;
+        impressions < self.options.max_impressions
+            && self
+                .newest
+                .load(Ordering::Relaxed)
+                .saturating_sub(o.created_at)
+                <= window
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Offered>> {
+        self.offered.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Offered>> {
+        self.offered.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
