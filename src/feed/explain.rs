@@ -25,7 +25,8 @@ pub struct Explanation {
     /// The score the post competed with for its position, less `penalties.repeats`. In a
     /// personal feed that score is `blend`; in the non-personal feed it is the rank score
     /// `1 − i/n` of the post's place in the non-personal ranking, whose order the selector
-    /// keeps.
+    /// keeps. A post on offer to its audience (source `audience`) competed with at least the
+    /// score of the viewer's `[feed.audience] rank`-th best other candidate.
     pub placed_score: f32,
     /// The policy's decisions for this post (empty when no rule touched it).
     pub decisions: Decisions,

@@ -394,6 +394,8 @@ pub struct ArrangedFeed {
     /// Arranged for a viewer with interests (candidates compete on their blend), not from
     /// the non-personal ranking.
     pub personal: bool,
+    /// The least score a post on offer (the audience source) competed with.
+    pub explore_floor: f32,
 }
 
 impl ArrangedFeed {
@@ -1005,10 +1007,10 @@ impl Model {
                             weights.scoring.clickbait_weight * candidate.terms.clickbait;
                         // What the post competed with: its blend, or in a non-personal feed
                         // its rank score (see `organic_candidate`).
-                        let competed = if personal {
-                            candidate.blend
-                        } else {
-                            candidate.rank
+                        let competed = match (personal, candidate.source) {
+                            (false, _) => candidate.rank,
+                            (true, Source::Audience) => candidate.blend.max(arranged.explore_floor),
+                            (true, _) => candidate.blend,
                         };
                         let penalties = Penalties::of(competed, clickbait, &placed.decisions);
                         Explanation {
@@ -1357,6 +1359,7 @@ impl Model {
             arrangement,
             candidates,
             personal,
+            explore_floor,
         })
     }
 

@@ -6,7 +6,7 @@ use super::state::moved;
 use super::*;
 use crate::candidates::IndexKind;
 use crate::demo::{self, DemoConfig};
-use crate::feed::{FeedOptions, FeedRequest, RequestContext};
+use crate::feed::{Explanation, FeedOptions, FeedRequest, RequestContext};
 use crate::index::dot;
 use crate::profiles::{Profile, ProfileError, ProfileInput, Profiles};
 use crate::snapshot::{Metric, Snapshot};
@@ -38,6 +38,15 @@ fn model_named(version: &str) -> Arc<Model> {
         ..FeedOptions::default()
     };
     Arc::new(Model::build(snapshot, options).unwrap())
+}
+
+/// A fresh model of the world with `options` (exact retrieval).
+fn model_with(options: FeedOptions) -> Arc<Model> {
+    let options = FeedOptions {
+        index: IndexKind::Exact,
+        ..options
+    };
+    Arc::new(Model::build(world().clone(), options).unwrap())
 }
 
 fn open(dir: &Path, options: LiveOptions) -> (Live, Replayed) {
@@ -535,7 +544,21 @@ fn a_published_post_is_in_the_very_next_feed_and_found_by_similarity() {
 #[test]
 fn a_stranger_gets_a_published_post_through_the_fresh_source() {
     let dir = tempfile::tempdir().unwrap();
-    let (live, _) = open(dir.path(), LiveOptions::default());
+    // Without the offer to the audience, which would take a new creator's post first.
+    let options = FeedOptions {
+        audience: crate::feed::AudienceOptions {
+            candidates: 0,
+            ..Default::default()
+        },
+        ..FeedOptions::default()
+    };
+    let (live, _) = Live::open(
+        model_with(options),
+        dir.path(),
+        LiveOptions::default(),
+        profiles(),
+    )
+    .unwrap();
     let model = live.model().clone();
     // A user known only by the like that started their vector: a personal feed.
     let first = world().posts[0].id.clone();
@@ -810,4 +833,236 @@ fn a_reload_of_the_same_version_counts_each_event_once() {
     assert_eq!(next.model().post_stats(row), expected);
     let (again, _) = next.successor(model(), |_| {}).unwrap();
     assert_eq!(again.model().post_stats(row), expected);
+}
+
+/// `user`'s feed sequence to `depth`, arranged as the API would (live signals and vector).
+fn arranged_for(live: &Live, user: &str, depth: usize) -> crate::feed::ArrangedFeed {
+    let viewed = live.viewed(user, true);
+    let context = RequestContext {
+        signals: viewed.as_ref().map(|v| &v.signals),
+        user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
+        ..RequestContext::default()
+    };
+    live.model().arranged(user, depth, context).unwrap()
+}
+
+#[test]
+fn a_user_gets_what_their_nearest_users_saved_as_lookalike_candidates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let model = live.model().clone();
+    let user = user();
+    let me = model.user_vector(&user).unwrap().to_vec();
+    let slot = model.user_index().slot(&user);
+    let users = model.user_index();
+    let all = users.nearest(&me, world().users.len(), slot);
+    let near: Vec<String> = all[..3].iter().map(|n| users.id(n.slot).unwrap()).collect();
+    let far: Vec<String> = all[all.len() - 3..]
+        .iter()
+        .map(|n| users.id(n.slot).unwrap())
+        .collect();
+    // Two posts far from the user, which personal retrieval would not bring.
+    let mut organic: Vec<(f32, usize)> = world()
+        .posts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.kind == crate::snapshot::PostKind::Organic)
+        .map(|(row, _)| (dot(&me, model.post_vector(row as u32)), row))
+        .collect();
+    organic.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (saved_near, saved_far) = (organic[0].1 as u32, organic[1].1 as u32);
+    let id = |row: u32| model.post(row).id.clone();
+    let before = arranged_for(&live, &user, 100);
+    assert!(before.candidate(saved_near).is_none());
+
+    let mut events = Vec::new();
+    for n in &near {
+        events.push(event(n, &id(saved_near), "save"));
+    }
+    for f in &far {
+        events.push(event(f, &id(saved_far), "save"));
+    }
+    assert_eq!(live.ingest(events).unwrap().accepted, 6);
+
+    let after = arranged_for(&live, &user, 100);
+    let candidate = after
+        .candidate(saved_near)
+        .expect("the neighbours' save is a candidate");
+    assert_eq!(candidate.source, crate::candidates::Source::Lookalike);
+    // What the farthest users saved is not.
+    assert!(
+        after
+            .candidate(saved_far)
+            .is_none_or(|c| c.source != crate::candidates::Source::Lookalike)
+    );
+    // The same after a restart: the log replays the engagements.
+    drop(live);
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let replayed = arranged_for(&live, &user, 100);
+    assert_eq!(
+        replayed.candidate(saved_near).map(|c| c.source),
+        Some(crate::candidates::Source::Lookalike)
+    );
+}
+
+/// Every page of `user`'s feed with explanations, to `pages` pages.
+fn explained_pages(live: &Live, user: &str, pages: usize) -> Vec<Vec<(String, Explanation)>> {
+    let viewed = live.viewed(user, true);
+    let mut cursor: Option<String> = None;
+    let mut out = Vec::new();
+    for _ in 0..pages {
+        let context = RequestContext {
+            signals: viewed.as_ref().map(|v| &v.signals),
+            user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
+            explain: true,
+            ..RequestContext::default()
+        };
+        let request = FeedRequest {
+            user_id: user,
+            limit: 20,
+            cursor: cursor.as_deref(),
+        };
+        let page = live.model().feed_with(&request, context).unwrap();
+        out.push(
+            page.items
+                .iter()
+                .map(|i| (i.post_id.to_string(), i.explain.unwrap()))
+                .collect(),
+        );
+        cursor = page.next_cursor;
+    }
+    out
+}
+
+fn exploring(e: &Explanation) -> bool {
+    e.decisions
+        .iter()
+        .any(|d| matches!(d, crate::policy::Decision::Exploring { .. }))
+}
+
+#[test]
+fn a_small_creators_new_post_reaches_its_nearest_users_within_the_share_and_stops_after_the_threshold()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FeedOptions {
+        audience: crate::feed::AudienceOptions {
+            audience_size: 10,
+            max_impressions: 5,
+            ..Default::default()
+        },
+        ..FeedOptions::default()
+    };
+    let (live, _) = Live::open(
+        model_with(options),
+        dir.path(),
+        LiveOptions::default(),
+        profiles(),
+    )
+    .unwrap();
+    let model = live.model().clone();
+    let user = user();
+    // Three new posts of a new creator, all in the user's direction.
+    let posts: Vec<serde_json::Value> = (0..3)
+        .map(|i| post_for(&live, &user, &format!("p_new{i}"), 60 + i))
+        .collect();
+    live.publish(posts).unwrap();
+    let audience = model.post_audience("p_new0", 10).unwrap();
+    assert!(audience.small_creator);
+    let offer = audience.offer.expect("on offer");
+    assert!(offer.active);
+    let members: Vec<&str> = audience.users.iter().map(|(id, _)| id.as_str()).collect();
+    assert!(members.contains(&user.as_str()), "{members:?}");
+
+    // Each member's feed: one post on offer per page, shown as `audience` and exploring.
+    for member in &members {
+        let pages = explained_pages(&live, member, 3);
+        for (n, page) in pages.iter().enumerate() {
+            let offered: Vec<&(String, Explanation)> = page
+                .iter()
+                .filter(|(id, _)| id.starts_with("p_new"))
+                .collect();
+            assert_eq!(offered.len(), 1, "{member}, page {n}: {offered:?}");
+            let (_, e) = offered[0];
+            assert_eq!(e.source, crate::candidates::Source::Audience);
+            assert!(exploring(e));
+            assert!(e.placed_score >= e.blend);
+            assert_eq!(page.iter().filter(|(_, e)| exploring(e)).count(), 1);
+        }
+    }
+    // A user outside the audience is not offered it.
+    let outsider = model.user_index().nearest(
+        &model
+            .post_vector(model.post_row("p_new0").unwrap())
+            .iter()
+            .map(|x| -x)
+            .collect::<Vec<f32>>(),
+        1,
+        None,
+    )[0]
+    .slot;
+    let outsider = model.user_index().id(outsider).unwrap();
+    assert!(!members.contains(&outsider.as_str()));
+    let arranged = arranged_for(&live, &outsider, 100);
+    let row = model.post_row("p_new0").unwrap();
+    assert!(
+        arranged
+            .candidate(row)
+            .is_none_or(|c| c.source != crate::candidates::Source::Audience)
+    );
+
+    // Five impressions (by users outside the audience) end the offer of p_new0 only.
+    let others: Vec<String> = world()
+        .users
+        .iter()
+        .map(|u| u.id.clone())
+        .filter(|id| !members.contains(&id.as_str()))
+        .take(5)
+        .collect();
+    let events = others
+        .iter()
+        .map(|u| event(u, "p_new0", "impression"))
+        .collect();
+    assert_eq!(live.ingest(events).unwrap().accepted, 5);
+    let offer = model.post_audience("p_new0", 10).unwrap().offer.unwrap();
+    assert_eq!(offer.impressions, 5);
+    assert!(!offer.active);
+    let arranged = arranged_for(&live, &user, 100);
+    let c = arranged.candidate(row).expect("still near the user");
+    assert_ne!(c.source, crate::candidates::Source::Audience);
+    let placed = arranged.arrangement.items.iter().find(|p| p.row == row);
+    assert!(placed.is_none_or(|p| {
+        p.decisions
+            .iter()
+            .all(|d| !matches!(d, crate::policy::Decision::Exploring { .. }))
+    }));
+    // The others are still on offer.
+    assert!(
+        model
+            .post_audience("p_new1", 10)
+            .unwrap()
+            .offer
+            .unwrap()
+            .active
+    );
+}
+
+#[test]
+fn a_post_of_an_author_with_many_views_is_not_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, _) = open(dir.path(), LiveOptions::default());
+    let model = live.model().clone();
+    // The author whose snapshot posts have the most views.
+    let mut views: std::collections::HashMap<&str, u64> = Default::default();
+    for p in &world().posts {
+        *views.entry(p.author.as_str()).or_default() += p.stats.views;
+    }
+    let (author, total) = views.into_iter().max_by_key(|&(a, v)| (v, a)).unwrap();
+    assert!(total >= model.options().audience.small_creator_max_views);
+    let mut post = post_for(&live, &user(), "p_big", 60);
+    post["author"] = json!(author);
+    live.publish(vec![post]).unwrap();
+    let audience = model.post_audience("p_big", 5).unwrap();
+    assert!(!audience.small_creator);
+    assert!(audience.offer.is_none());
+    assert_eq!(audience.users.len(), 5);
 }
