@@ -28,6 +28,7 @@ use feedrank::policy::{
     self, AdCandidate, CandidateSet, Lang, OrganicCandidate, PolicyConfig, Scored, UserLanguages,
 };
 use feedrank::profiles::{Profile, ProfileInput};
+use feedrank::snapshot::{NewPost, PostKind};
 
 // The allocator the service runs with.
 #[global_allocator]
@@ -266,8 +267,89 @@ fn bench_feed(c: &mut Criterion) {
         eprintln!("{posts} posts, {label}: {summary}");
     }
 
+    // The sources that read live state: a second model of the same snapshot in which every
+    // user has saved 16 posts (the lookalike source searches the user index and merges the
+    // neighbours' saves) and 500 new posts of small creators are on offer (the audience
+    // source checks each against the viewer). Timed in turns with the first model, where
+    // both sources find nothing to do.
+    let sourced =
+        Model::build(model.snapshot().clone(), *model.options()).expect("model with live sources");
+    let organic: Vec<u32> = (0..posts as u32)
+        .filter(|&row| model.post(row).kind == PostKind::Organic)
+        .collect();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for user in &users {
+        for _ in 0..16 {
+            let row = organic[(next() % organic.len() as u64) as usize];
+            sourced.record_user_engagement(user, row, 1.0);
+        }
+    }
+    let fresh: Vec<NewPost> = (0..500)
+        .map(|i| {
+            let row = organic[(next() % organic.len() as u64) as usize];
+            let mut post = model.post(row).clone();
+            post.id = format!("new_post_{i}");
+            post.author = format!("new_creator_{i}");
+            post.created_at = model.now() + 60;
+            post.stats = Default::default();
+            NewPost {
+                post,
+                vector: model.post_vector(row).to_vec(),
+            }
+        })
+        .collect();
+    sourced.publish(fresh);
+    eprintln!(
+        "{posts} posts: {} users with 16 saves each, {} posts on offer",
+        users.len(),
+        sourced.audience().offered()
+    );
+    let serve_sourced = |user: &str| {
+        let request = FeedRequest {
+            user_id: user,
+            limit: 20,
+            cursor: None,
+        };
+        let page = sourced.feed(&request).expect("feed");
+        serde_json::to_vec(&page).expect("json")
+    };
+    let mut without = Vec::with_capacity(2_000);
+    let mut with = Vec::with_capacity(2_000);
+    for i in 0..2_000 {
+        let user = &users[(i * 7) % users.len()];
+        let t = Instant::now();
+        drop(black_box(serve(user)));
+        without.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        drop(black_box(serve_sourced(user)));
+        with.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let (summary, without_median) = percentiles(without);
+    eprintln!("{posts} posts, whole feed request, known user, live sources idle: {summary}");
+    let (summary, with_median) = percentiles(with);
+    eprintln!(
+        "{posts} posts, whole feed request, known user, lookalike and audience on: {summary}"
+    );
+    eprintln!(
+        "{posts} posts: with / without the live sources, medians: {:.2}",
+        with_median / without_median
+    );
+
     let mut group = c.benchmark_group(format!("feed_request_{posts}"));
     group.sample_size(50);
+    let mut i = 0;
+    group.bench_function("known_user_live_sources", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(serve_sourced(&users[i % users.len()]))
+        })
+    });
     let mut i = 0;
     group.bench_function("known_user", |b| {
         b.iter(|| {

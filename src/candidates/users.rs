@@ -459,6 +459,11 @@ impl UserIndex {
         }
     }
 
+    /// Heap bytes of the index (graph or scan, sealed graphs, delta), without the slot table.
+    pub fn memory_bytes(&self) -> usize {
+        self.index.memory_bytes()
+    }
+
     /// Rows in each segment of the index (the snapshot's, sealed, delta).
     pub fn segments(&self) -> SegmentSizes {
         self.index.segment_sizes()

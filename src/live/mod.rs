@@ -26,6 +26,12 @@
 //! events can run a vector away. A user the snapshot has no vector for gets `unit(p)` at their
 //! first like, save or share.
 //!
+//! Events also feed the user index (`candidates::UserIndex`): saves, shares and likes are kept
+//! per user (weights 1, 0.8 and 0.4) for the lookalike source of the users near them;
+//! impressions and views count toward ending a new post's offer to its audience
+//! (`feed::Audience`); and the users whose embedding moved in a batch are placed again once,
+//! after the batch (a replay places each once, at its end).
+//!
 //! Bounds (`LiveOptions`): at most `max_users` users have live state; events for a new user
 //! past it are refused per item (`users_full`), so a flood of unknown ids cannot exhaust memory
 //! (concurrent batches may overshoot by what they carry). Per user, the last `max_seen`
