@@ -424,8 +424,21 @@ pub struct ModelGauges<'a> {
     pub arm: &'a str,
     pub organic_rows: SegmentRows,
     pub ad_rows: SegmentRows,
+    /// The user index: the snapshot's users in the base, placements appended.
+    pub user_rows: SegmentRows,
     /// Posts published since the snapshot.
     pub published_posts: u64,
+    /// Users the user index met since the snapshot (onboarded newcomers, users known only by
+    /// events).
+    pub new_users: u64,
+    /// Rows appended to the user index (moves and newcomers).
+    pub user_placements: u64,
+    /// Placements refused (moves and newcomers) because the model's `max_placements` was
+    /// reached: those users wait for the next model.
+    pub user_placements_refused: u64,
+    /// Published posts in the table of offers to a first audience (`Audience::offered`: an
+    /// offer that ended stays until `max_offered` pushes it out).
+    pub offered_posts: u64,
 }
 
 /// What the live state reports at scrape time.
@@ -657,11 +670,15 @@ impl Metrics {
         }
         out.family(
             "feedrank_index_rows",
-            "Rows of the served model's indexes, by index and segment.",
+            "Rows of the served model's indexes (posts, ads, users), by index and segment.",
             "gauge",
         );
         if let Some(model) = &serving.model {
-            for (index, rows) in [("organic", model.organic_rows), ("ads", model.ad_rows)] {
+            for (index, rows) in [
+                ("organic", model.organic_rows),
+                ("ads", model.ad_rows),
+                ("users", model.user_rows),
+            ] {
                 for (segment, n) in [
                     ("base", rows.base),
                     ("sealed", rows.sealed),
@@ -675,13 +692,37 @@ impl Metrics {
                 }
             }
         }
-        out.family(
-            "feedrank_published_posts",
-            "Posts published since the served model's snapshot.",
-            "gauge",
-        );
-        if let Some(model) = &serving.model {
-            out.sample("feedrank_published_posts", &[], model.published_posts);
+        for (name, help, value) in [
+            (
+                "feedrank_published_posts",
+                "Posts published since the served model's snapshot.",
+                serving.model.map(|m| m.published_posts),
+            ),
+            (
+                "feedrank_new_users",
+                "Users the served model's user index met since its snapshot.",
+                serving.model.map(|m| m.new_users),
+            ),
+            (
+                "feedrank_user_placements",
+                "Rows appended to the served model's user index (moves and newcomers).",
+                serving.model.map(|m| m.user_placements),
+            ),
+            (
+                "feedrank_user_placements_refused",
+                "Placements refused by the served model's user index (max_placements reached).",
+                serving.model.map(|m| m.user_placements_refused),
+            ),
+            (
+                "feedrank_offered_posts",
+                "Small creators' published posts in the table of offers to a first audience (ended offers stay until max_offered pushes them out).",
+                serving.model.map(|m| m.offered_posts),
+            ),
+        ] {
+            out.family(name, help, "gauge");
+            if let Some(value) = value {
+                out.sample(name, &[], value);
+            }
         }
 
         for (name, help, value) in [

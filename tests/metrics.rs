@@ -1,8 +1,9 @@
 //! `GET /metrics` in-process: after a known set of requests (feeds, a bad request, an
 //! unknown route, an events batch, publishing), the scraped counters are exact, the
 //! exposition parses line by line, every histogram is cumulative and ends with `+Inf` equal
-//! to its count, and each stage of the feed pipeline has one observation per feed served.
-//! No assertion on time.
+//! to its count, and each stage of the feed pipeline has one observation per feed served;
+//! the user index's gauges follow onboarding, events and refused placements. No assertion on
+//! time.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -15,6 +16,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use feedrank::api::{self, AppState};
+use feedrank::candidates::IndexKind;
+use feedrank::feed::{FeedOptions, Model};
 use feedrank::live::{Live, LiveOptions};
 use feedrank::snapshot::{PostKind, Snapshot};
 
@@ -419,6 +422,34 @@ async fn scraped_counts_match_the_requests_made() {
         );
     }
     assert_eq!(value(&samples, "feedrank_published_posts", &[]), 2.0);
+    // The user index: the snapshot's users in its base, the save's move (if it turned far
+    // enough) appended; the organic post of a new author is on offer, the ad is not.
+    let users = model.user_index().stats();
+    for (segment, rows) in [
+        ("base", world.users.len() as f64),
+        ("sealed", 0.0),
+        ("delta", users.placements as f64),
+    ] {
+        assert_eq!(
+            value(
+                &samples,
+                "feedrank_index_rows",
+                &[("index", "users"), ("segment", segment)]
+            ),
+            rows,
+            "users {segment}"
+        );
+    }
+    assert_eq!(value(&samples, "feedrank_new_users", &[]), 0.0);
+    assert_eq!(
+        value(&samples, "feedrank_user_placements", &[]),
+        users.placements as f64
+    );
+    assert_eq!(
+        value(&samples, "feedrank_user_placements_refused", &[]),
+        0.0
+    );
+    assert_eq!(value(&samples, "feedrank_offered_posts", &[]), 1.0);
     assert_eq!(value(&samples, "feedrank_live_users", &[]), 2.0);
     let wal = state.live().unwrap().wal_stats();
     assert_eq!(value(&samples, "feedrank_wal_bytes", &[]), wal.bytes as f64);
@@ -461,6 +492,10 @@ async fn metrics_answer_before_a_model_serves() {
         "feedrank_model_info",
         "feedrank_index_rows",
         "feedrank_live_users",
+        "feedrank_new_users",
+        "feedrank_user_placements",
+        "feedrank_user_placements_refused",
+        "feedrank_offered_posts",
     ] {
         assert_eq!(types[gauge], "gauge");
         assert!(samples.iter().all(|s| s.name != gauge), "{gauge}");
@@ -485,6 +520,104 @@ async fn metrics_answer_before_a_model_serves() {
         ),
         0.0
     );
+}
+
+/// The user index's gauges follow onboarding and events: a newcomer and a user known only by
+/// a save are placed until `max_placements` (2 here) is reached, then placements are refused.
+#[tokio::test]
+async fn user_index_gauges_follow_newcomers_moves_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = FeedOptions {
+        index: IndexKind::Exact,
+        ..Default::default()
+    };
+    options.users.max_placements = 2;
+    let model = Arc::new(Model::build(world().clone(), options).unwrap());
+    let state = AppState::new(Duration::from_secs(5));
+    let profiles = state.profiles().clone();
+    let (live, _) = Live::open(model, dir.path(), LiveOptions::default(), profiles).unwrap();
+    state.serve_live(Arc::new(live));
+    let app = api::router(state);
+
+    let gauges = |samples: &[Sample]| {
+        let users = |segment| {
+            value(
+                samples,
+                "feedrank_index_rows",
+                &[("index", "users"), ("segment", segment)],
+            )
+        };
+        (
+            (users("base"), users("sealed"), users("delta")),
+            value(samples, "feedrank_new_users", &[]),
+            value(samples, "feedrank_user_placements", &[]),
+            value(samples, "feedrank_user_placements_refused", &[]),
+        )
+    };
+    let snapshot_users = world().users.len() as f64;
+    let (samples, _) = parse(&scrape(&app).await);
+    assert_eq!(
+        gauges(&samples),
+        ((snapshot_users, 0.0, 0.0), 0.0, 0.0, 0.0)
+    );
+
+    // A newcomer picking hashtags snapshot users follow is placed among them.
+    let follows = world()
+        .users
+        .iter()
+        .find(|u| !u.follows.is_empty())
+        .unwrap()
+        .follows
+        .clone();
+    let request = Request::put("/v1/users/metrics-newcomer")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"langs": ["en"], "follows": follows}).to_string(),
+        ))
+        .unwrap();
+    let (status, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (samples, _) = parse(&scrape(&app).await);
+    assert_eq!(
+        gauges(&samples),
+        ((snapshot_users, 0.0, 1.0), 1.0, 1.0, 0.0)
+    );
+
+    // A save gives a user known only by events an embedding: placed, the second and last row.
+    let post = &world().posts[5].id;
+    let (status, outcome) = post_json(
+        &app,
+        "/v1/events",
+        json!({"events": [event("metrics-saver-1", post, "save")]}),
+    )
+    .await;
+    assert_eq!(
+        (status, outcome["accepted"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (samples, _) = parse(&scrape(&app).await);
+    assert_eq!(
+        gauges(&samples),
+        ((snapshot_users, 0.0, 2.0), 2.0, 2.0, 0.0)
+    );
+
+    // The next one is met but refused a row.
+    let (status, outcome) = post_json(
+        &app,
+        "/v1/events",
+        json!({"events": [event("metrics-saver-2", post, "save")]}),
+    )
+    .await;
+    assert_eq!(
+        (status, outcome["accepted"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    let (samples, _) = parse(&scrape(&app).await);
+    assert_eq!(
+        gauges(&samples),
+        ((snapshot_users, 0.0, 2.0), 3.0, 2.0, 1.0)
+    );
+    assert_eq!(value(&samples, "feedrank_offered_posts", &[]), 0.0);
 }
 
 #[test]

@@ -45,12 +45,18 @@ pub(super) async fn scrape(State(state): State<Arc<AppState>>) -> Response {
     let gauges = ServingGauges {
         model: model.as_deref().map(|model| {
             let retriever = model.retriever();
+            let users = model.user_index().stats();
             ModelGauges {
                 model_version: model.model_version(),
                 arm: ARM,
                 organic_rows: rows(&retriever.organic_segments()),
                 ad_rows: rows(&retriever.ads_segments()),
+                user_rows: rows(&model.user_index().segments()),
                 published_posts: model.published().0 as u64,
+                new_users: users.new_users as u64,
+                user_placements: users.placements as u64,
+                user_placements_refused: users.placements_refused,
+                offered_posts: model.audience().offered() as u64,
             }
         }),
         live: live.as_deref().map(|live| {

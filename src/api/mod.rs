@@ -7,9 +7,11 @@
 //! | `GET /v1/users/{user_id}/hashtags?limit=10&lang=en` | hashtags to recommend, with reasons |
 //! | `PUT /v1/users/{user_id}` | onboard or update a user: languages and picked hashtags |
 //! | `GET /v1/users/{user_id}` | what the service knows of a user |
+//! | `GET /v1/users/{user_id}/similar?limit=20` | the users nearest to a user |
 //! | `POST /v1/events` | a batch of user events, logged durably, then applied |
 //! | `POST /v1/posts` | publish posts (all or none), logged durably, then rankable |
 //! | `GET /v1/posts/{post_id}` | a post as the service ranks it now |
+//! | `GET /v1/posts/{post_id}/audience?limit=20` | who a post would be offered to |
 //! | `GET /admin/snapshots` | the serving snapshot and the one before (bearer token) |
 //! | `POST /admin/snapshots/reload` | load a snapshot of the models directory and swap it in |
 //! | `POST /admin/snapshots/rollback` | back to the snapshot that served before |
@@ -271,6 +273,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/users/{user_id}/feed", get(feed))
         .route("/v1/users/{user_id}/hashtags", get(hashtags))
+        .route("/v1/users/{user_id}/similar", get(similar_users))
         .route(
             "/v1/users/{user_id}",
             get(get_user)
@@ -286,6 +289,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(post_posts).layer(DefaultBodyLimit::max(POSTS_BODY_LIMIT)),
         )
         .route("/v1/posts/{post_id}", get(get_post))
+        .route("/v1/posts/{post_id}/audience", get(post_audience))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::scrape))
@@ -432,6 +436,121 @@ async fn hashtags(
         limit,
     )?;
     Ok(Json(WithArm { body: page, arm }).into_response())
+}
+
+/// The query of the routes that take only a `limit` (other keys are ignored, as the feed's
+/// and hashtags' routes ignore theirs).
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    limit: Option<String>,
+}
+
+/// A user near a user or a post.
+#[derive(Debug, Serialize)]
+struct NearUser {
+    user_id: String,
+    /// Cosine to the user or post asked about (the inner product under the `dot` metric).
+    similarity: f32,
+}
+
+fn near_users(users: Vec<(String, f32)>) -> Vec<NearUser> {
+    users
+        .into_iter()
+        .map(|(user_id, similarity)| NearUser {
+            user_id,
+            similarity,
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct SimilarUsers<'a> {
+    model_version: &'a str,
+    user_id: &'a str,
+    /// Closest first; never the user asked about.
+    users: Vec<NearUser>,
+}
+
+/// The users nearest to a user, by their embedding as events moved it, else the snapshot's,
+/// else where onboarding placed them. Always the main arm: the user index, moved embeddings
+/// and onboarded users' placements are its.
+async fn similar_users(
+    State(state): State<Arc<AppState>>,
+    user_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let limit = parse_limit(
+        query.limit.as_deref(),
+        DEFAULT_LIMIT,
+        FeedError::InvalidLimit,
+    )?;
+    let serving = state.serving().ok_or(ApiError::NotReady)?;
+    let model = &serving.model;
+    // The live state paired with this model: its moved embeddings are in this model's space.
+    let vector = serving.live.as_ref().and_then(|live| live.vector(&user_id));
+    let users = model.similar_users(&user_id, vector.as_deref(), limit)?;
+    let body = SimilarUsers {
+        model_version: model.model_version(),
+        user_id: &user_id,
+        users: near_users(users),
+    };
+    Ok(Json(body).into_response())
+}
+
+/// Where a post's offer to its first audience stands.
+#[derive(Debug, Serialize)]
+struct OfferView {
+    /// Still offered.
+    active: bool,
+    /// Impression events on it, or its views if those are more.
+    impressions: u64,
+    /// The similarity a viewer needs to be in the audience; `null` when every user is (the
+    /// index held fewer users than an audience when the post was published).
+    radius: Option<f32>,
+}
+
+#[derive(Debug, Serialize)]
+struct AudienceView<'a> {
+    model_version: &'a str,
+    post_id: &'a str,
+    /// Its author is a small creator (their snapshot posts' views add up to few).
+    small_creator: bool,
+    /// `null` if the post was never offered (not published since the snapshot, not organic,
+    /// not a small creator's, or gone from the table of offers).
+    offer: Option<OfferView>,
+    /// Its nearest users now, closest first.
+    users: Vec<NearUser>,
+}
+
+/// Who a post would be offered to. The main arm: published posts and offers are its.
+async fn post_audience(
+    State(state): State<Arc<AppState>>,
+    post_id: Result<Path<String>, PathRejection>,
+    query: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(post_id) = post_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let limit = parse_limit(
+        query.limit.as_deref(),
+        DEFAULT_LIMIT,
+        FeedError::InvalidLimit,
+    )?;
+    let model = state.model().ok_or(ApiError::NotReady)?;
+    let audience = model.post_audience(&post_id, limit)?;
+    let body = AudienceView {
+        model_version: model.model_version(),
+        post_id: &post_id,
+        small_creator: audience.small_creator,
+        offer: audience.offer.map(|o| OfferView {
+            active: o.active,
+            impressions: o.impressions,
+            radius: o.radius.is_finite().then_some(o.radius),
+        }),
+        users: near_users(audience.users),
+    };
+    Ok(Json(body).into_response())
 }
 
 /// A `limit` query parameter: the default when absent; a value that is not a number is the
