@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use feedrank::candidates::{IndexKind, UserIndex, UserOptions};
+use feedrank::candidates::{IndexKind, Placement, UserIndex, UserOptions};
 use feedrank::demo::{self, DemoConfig};
 use feedrank::index::HnswParams;
 use ndarray::Array2;
@@ -133,11 +133,12 @@ fn bench_users(c: &mut Criterion) {
                 (i * 7 % n, v)
             })
             .collect();
-        let items: Vec<(&str, &[f32], Option<&[f32]>)> = targets
+        let items: Vec<Placement<'_>> = targets
             .iter()
-            .map(|(slot, v)| {
-                let start = snapshot.user_vectors.row(*slot).to_slice();
-                (ids[*slot].as_str(), v.as_slice(), start)
+            .map(|(slot, v)| Placement {
+                user_id: ids[*slot].as_str(),
+                vector: v.as_slice(),
+                start: snapshot.user_vectors.row(*slot).to_slice(),
             })
             .collect();
         index.place(&items);

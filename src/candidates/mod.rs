@@ -32,7 +32,7 @@ pub use sources::{
     gather_sources,
 };
 pub use users::{
-    EXACT_USER_POOL, Engaged, UserIndex, UserIndexStats, UserNeighbor, UserOptions,
+    EXACT_USER_POOL, Engaged, Placement, UserIndex, UserIndexStats, UserNeighbor, UserOptions,
     followers_centroid, lookalike_posts,
 };
 

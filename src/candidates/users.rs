@@ -22,7 +22,7 @@ use std::time::Instant;
 use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
-use super::{IndexKind, IndexOrigin, RetrieverError};
+use super::{IndexKind, IndexOrigin, Offloaded, RetrieverError};
 use crate::index::{
     Base, ExactIndex, FlatHnswIndex, HnswParams, IndexBinding, LiveConfig, LiveIndex,
     NeighborIndex, SegmentSizes, dot,
@@ -96,6 +96,15 @@ pub struct UserNeighbor {
     pub slot: u32,
     /// Inner product with the (normalised, under cosine) query.
     pub similarity: f32,
+}
+
+/// A user to place at `vector` ([`UserIndex::place`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Placement<'a> {
+    pub user_id: &'a str,
+    pub vector: &'a [f32],
+    /// Where the snapshot had them (their `users.npy` row), for a user not moved yet.
+    pub start: Option<&'a [f32]>,
 }
 
 /// One engagement kept for the lookalike source.
@@ -336,12 +345,24 @@ impl UserIndex {
             .collect()
     }
 
-    /// Places each `(user_id, vector, start)`: a user new to the index gets a slot and a row;
+    /// [`UserIndex::nearest`], started on rayon's pool so that the caller can search the
+    /// posts meanwhile (see [`Offloaded`]).
+    pub fn start_nearest(
+        self: &Arc<Self>,
+        query: Vec<f32>,
+        k: usize,
+        exclude: Option<u32>,
+    ) -> Offloaded<Vec<UserNeighbor>> {
+        let index = Arc::clone(self);
+        Offloaded::start(move || index.nearest(&query, k, exclude))
+    }
+
+    /// Places each user: one new to the index gets a slot and a row;
     /// a user already placed gets a new row only if `vector` turned more than
     /// `replace_degrees` from their last placement (`start`, the snapshot's vector, for a
     /// snapshot user not moved yet). One append for the whole batch. Returns how many rows
     /// were added. Vectors of the wrong dimension or without direction are skipped.
-    pub fn place(&self, items: &[(&str, &[f32], Option<&[f32]>)]) -> usize {
+    pub fn place(&self, items: &[Placement<'_>]) -> usize {
         let dim = self.index.dim();
         let mut state = self.write();
         let n = self.snapshot_ids.len() as u32;
@@ -349,7 +370,12 @@ impl UserIndex {
         let mut rows = Vec::new();
         let mut data: Vec<f32> = Vec::new();
         let mut placed: Vec<(u32, Vec<f32>)> = Vec::new();
-        for &(user_id, vector, start) in items {
+        for &Placement {
+            user_id,
+            vector,
+            start,
+        } in items
+        {
             let norm = dot(vector, vector).sqrt();
             if vector.len() != dim || norm == 0.0 || !norm.is_finite() {
                 continue;

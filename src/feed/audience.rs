@@ -145,6 +145,10 @@ impl Audience {
     /// Puts post `row` on offer to the users at least `radius` similar to it.
     pub fn offer(&self, row: u32, created_at: i64, radius: f32) {
         let mut offered = self.write();
+        // Offers that ended by their impressions or their age leave here, so the table a
+        // request scans holds few dead entries (an offer ended by views alone waits for
+        // `max_offered`).
+        offered.retain(|o| self.active(o, o.impressions.load(Ordering::Relaxed)));
         let at = offered.partition_point(|o| o.row < row);
         if offered.get(at).is_some_and(|o| o.row == row) {
             return;
@@ -206,23 +210,27 @@ impl Audience {
             return Vec::new();
         }
         let offered = self.read();
+        // The cheap tests first: the counter and the age, then the similarity, then the
+        // post's views and the viewer's filters.
         let mut found: Vec<(u32, f32)> = offered
             .iter()
-            .filter(|o| {
-                let impressions = o.impressions.load(Ordering::Relaxed).max(views(o.row));
-                self.active(o, impressions)
-            })
+            .filter(|o| self.active(o, o.impressions.load(Ordering::Relaxed)))
             .filter_map(|o| {
                 let s = similarity(o.row);
-                (s >= o.radius && !excluded(o.row)).then_some((o.row, s))
+                (s >= o.radius).then_some((o, s))
             })
+            .filter(|(o, _)| {
+                let impressions = o.impressions.load(Ordering::Relaxed).max(views(o.row));
+                self.active(o, impressions) && !excluded(o.row)
+            })
+            .map(|(o, s)| (o.row, s))
             .collect();
         found.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         found.truncate(self.options.candidates);
         found
     }
 
-    /// Posts on offer now.
+    /// Posts in the offer table: on offer, or ended since the last publish pruned it.
     pub fn offered(&self) -> usize {
         self.read().len()
     }

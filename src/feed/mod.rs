@@ -33,15 +33,16 @@ mod viewer;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::candidates::{
-    self, Candidate, Engaged, IndexKind, IndexOrigin, Pools, PostFacts, Retriever, Source,
-    SourceInputs, SourceLists, SourceQuotas, SourceWindows, Sourced, UserIndex, UserOptions,
-    UserSignals,
+    self, Candidate, Engaged, IndexKind, IndexOrigin, Offloaded, Placement, Pools, PostFacts,
+    Retriever, Source, SourceInputs, SourceLists, SourceQuotas, SourceWindows, Sourced, UserIndex,
+    UserNeighbor, UserOptions, UserSignals,
 };
 use crate::hashtags::{HashtagOptions, HashtagPick, HashtagQuery, Hashtags, PostCount};
 use crate::index::HnswParams;
@@ -262,7 +263,7 @@ pub struct Model {
     retriever: Retriever,
     /// The users' index (snapshot users, moved and onboarded ones) and their recent
     /// engagements.
-    users: UserIndex,
+    users: Arc<UserIndex>,
     /// New posts of small creators on offer to their nearest users.
     audience: Audience,
     /// Per post: dense ids, scoring terms, flags (`tables.rs`).
@@ -498,14 +499,16 @@ impl Model {
         // the viewers' own filters may drop.
         let popular_depth = 2 * (options.max_depth + 1 + CANDIDATE_MARGIN);
         let popular = popular_ranking(&snapshot, &admitted, &prior_score, popular_depth);
-        let users = UserIndex::load(
-            &snapshot,
-            options.index,
-            options.hnsw_params(),
-            options.users,
-            dir.map(|d| d.join(files::USERS_INDEX)).as_deref(),
-        )
-        .map_err(|e| FeedError::InvalidOptions(format!("user index: {e}")))?;
+        let users = Arc::new(
+            UserIndex::load(
+                &snapshot,
+                options.index,
+                options.hnsw_params(),
+                options.users,
+                dir.map(|d| d.join(files::USERS_INDEX)).as_deref(),
+            )
+            .map_err(|e| FeedError::InvalidOptions(format!("user index: {e}")))?,
+        );
         let audience = Audience::new(
             options.audience,
             snapshot
@@ -752,9 +755,13 @@ impl Model {
     /// Places users whose embedding moved (`(user_id, vector)`) in the user index, each only
     /// if it turned far enough from its last placement (`[feed.users] replace_degrees`).
     pub fn place_users(&self, moved: &[(&str, &[f32])]) -> usize {
-        let items: Vec<(&str, &[f32], Option<&[f32]>)> = moved
+        let items: Vec<Placement<'_>> = moved
             .iter()
-            .map(|&(id, v)| (id, v, self.user_vector(id)))
+            .map(|&(user_id, vector)| Placement {
+                user_id,
+                vector,
+                start: self.user_vector(user_id),
+            })
             .collect();
         self.users.place(&items)
     }
@@ -837,7 +844,11 @@ impl Model {
                 self.users
                     .newcomer_vector(&after.follows, &self.snapshot.user_vectors, None)
         {
-            self.users.place(&[(user_id, &vector, None)]);
+            self.users.place(&[Placement {
+                user_id,
+                vector: &vector,
+                start: None,
+            }]);
         }
     }
 
@@ -1070,10 +1081,17 @@ impl Model {
     pub fn candidates(&self, user_id: &str, signals: Option<&UserSignals>) -> Option<Vec<Sourced>> {
         self.users.snapshot_row(user_id)?;
         let viewer = self.viewer(user_id, None, None);
-        Some(self.gather(&viewer, active_filters(signals)))
+        Some(self.gather(&viewer, active_filters(signals), None))
     }
 
-    fn gather(&self, viewer: &Viewer<'_>, signals: Option<&UserSignals>) -> Vec<Sourced> {
+    /// All sources merged. `neighbours`: the viewer's nearest users, when their search was
+    /// started beside the posts' (else it runs here, if the lookalike source needs it).
+    fn gather(
+        &self,
+        viewer: &Viewer<'_>,
+        signals: Option<&UserSignals>,
+        neighbours: Option<Offloaded<Vec<UserNeighbor>>>,
+    ) -> Vec<Sourced> {
         let personal = self.similar_posts(viewer);
         // The retrieved posts' records are scattered over a table of every post: loading them
         // all at once overlaps the misses that the filters and hydration would take in turn.
@@ -1083,7 +1101,7 @@ impl Model {
         let quotas = self.options.source_quotas();
         let excluded = |row: u32| self.excluded(row, signals);
         let audience = self.offered_to(viewer, excluded);
-        let lookalike = self.lookalike(viewer, quotas.lookalike, excluded);
+        let lookalike = self.lookalike(viewer, quotas.lookalike, neighbours, excluded);
         candidates::gather_sources(
             SourceInputs {
                 audience: &audience,
@@ -1122,12 +1140,16 @@ impl Model {
         &self,
         viewer: &Viewer<'_>,
         quota: usize,
+        started: Option<Offloaded<Vec<UserNeighbor>>>,
         excluded: impl Fn(u32) -> bool,
     ) -> Vec<u32> {
         if quota == 0 || !self.users.has_engagements() {
             return Vec::new();
         }
-        let neighbours = self.neighbours_of(viewer, self.options.users.neighbours);
+        let neighbours = match started {
+            Some(search) => search.join(),
+            None => self.neighbours_of(viewer, self.options.users.neighbours),
+        };
         // Twice the quota: some are found by the personal search first.
         self.users
             .with_recent(&neighbours, |each| {
@@ -1140,16 +1162,37 @@ impl Model {
 
     /// The users nearest to the viewer: by their embedding (moved or the snapshot's), or for
     /// a newcomer by where onboarding placed them (else their interests' mean).
-    fn neighbours_of(&self, viewer: &Viewer<'_>, k: usize) -> Vec<candidates::UserNeighbor> {
+    fn neighbours_of(&self, viewer: &Viewer<'_>, k: usize) -> Vec<UserNeighbor> {
+        match self.neighbour_query(viewer) {
+            Some(query) => self.users.nearest(&query, k, viewer.slot),
+            None => Vec::new(),
+        }
+    }
+
+    /// What the viewer's nearest users are searched with (see `neighbours_of`).
+    fn neighbour_query<'v>(&self, viewer: &'v Viewer<'_>) -> Option<Cow<'v, [f32]>> {
         let placed = match (viewer.newcomer, viewer.slot) {
             (true, Some(slot)) => self.users.placed_vector(slot),
             _ => None,
         };
-        let query = placed.as_deref().unwrap_or(&viewer.ad_query);
-        if query.is_empty() {
-            return Vec::new();
+        let query = match placed {
+            Some(v) => Cow::Owned(v),
+            None => Cow::Borrowed(&viewer.ad_query[..]),
+        };
+        (!query.is_empty()).then_some(query)
+    }
+
+    /// The lookalike source's user search, started on the pool (like the ad search) when
+    /// it will be needed.
+    fn start_neighbours(&self, viewer: &Viewer<'_>) -> Option<Offloaded<Vec<UserNeighbor>>> {
+        if self.options.users.lookalike_candidates == 0 || !self.users.has_engagements() {
+            return None;
         }
-        self.users.nearest(query, k, viewer.slot)
+        let query = self.neighbour_query(viewer)?.into_owned();
+        Some(
+            self.users
+                .start_nearest(query, self.options.users.neighbours, viewer.slot),
+        )
     }
 
     /// Published posts for the fresh source, newest first: organic ones within its window
@@ -1274,7 +1317,14 @@ impl Model {
                 let offloaded = ads_wanted
                     .filter(|_| in_flight.count < rayon::current_num_threads())
                     .map(|k| self.retriever.start_ads(query, k));
-                let candidates = self.personal_candidates(&viewer, filters, weights, clock);
+                let free_core = in_flight.count < rayon::current_num_threads();
+                let neighbours = if free_core {
+                    self.start_neighbours(&viewer)
+                } else {
+                    None
+                };
+                let candidates =
+                    self.personal_candidates(&viewer, filters, weights, neighbours, clock);
                 let found = match (offloaded, ads_wanted) {
                     (Some(ads), _) => ads.join(),
                     (None, Some(k)) => self.retriever.ads(query, k),
@@ -1455,10 +1505,11 @@ impl Model {
         viewer: &Viewer<'_>,
         filters: Option<&UserSignals>,
         weights: &Weights,
+        neighbours: Option<Offloaded<Vec<UserNeighbor>>>,
         clock: &mut StageClock<'_>,
     ) -> Vec<Hydrated> {
         let similarity = self.similarity_to(viewer);
-        let gathered = self.gather(viewer, filters);
+        let gathered = self.gather(viewer, filters, neighbours);
         clock.lap(Stage::Sources);
         for c in &gathered {
             self.tables.prefetch(c.row, true);

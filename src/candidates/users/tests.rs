@@ -115,13 +115,17 @@ fn nearest_users_match_exact_search_before_and_after_users_move() {
         let v = queries.row((i % 100) as usize).to_vec();
         moved.push((format!("new{i}"), v));
     }
-    let items: Vec<(&str, &[f32], Option<&[f32]>)> = moved
+    let items: Vec<Placement<'_>> = moved
         .iter()
         .map(|(id, v)| {
             let start = index
                 .snapshot_row(id)
                 .map(|r| snapshot.user_vectors.row(r as usize).to_slice().unwrap());
-            (id.as_str(), v.as_slice(), start)
+            Placement {
+                user_id: id.as_str(),
+                vector: v.as_slice(),
+                start,
+            }
         })
         .collect();
     let placed = index.place(&items);
@@ -147,14 +151,21 @@ fn a_small_move_is_not_placed_again_and_a_large_one_is() {
     // 1 degree away: within `replace_degrees` (5).
     let mut near = start.clone();
     near[0] += 0.017;
-    assert_eq!(index.place(&[("u0", &near, Some(&start))]), 0);
+    let at = |user_id, vector, start| {
+        [Placement {
+            user_id,
+            vector,
+            start,
+        }]
+    };
+    assert_eq!(index.place(&at("u0", &near, Some(&start))), 0);
     // Far away: placed.
     let far: Vec<f32> = start.iter().map(|x| -x).collect();
-    assert_eq!(index.place(&[("u0", &far, Some(&start))]), 1);
+    assert_eq!(index.place(&at("u0", &far, Some(&start))), 1);
     assert_eq!(index.nearest(&far, 1, None)[0].slot, 0);
     // Zero and wrong-sized vectors are skipped.
-    assert_eq!(index.place(&[("u1", &vec![0.0; 8], None)]), 0);
-    assert_eq!(index.place(&[("u1", &[1.0], None)]), 0);
+    assert_eq!(index.place(&at("u1", &[0.0; 8], None)), 0);
+    assert_eq!(index.place(&at("u1", &[1.0], None)), 0);
 }
 
 #[test]
@@ -181,10 +192,14 @@ fn placements_past_the_limit_are_refused_and_counted() {
         })
         .collect();
     let ids: Vec<String> = (0..5).map(|i| format!("new{i}")).collect();
-    let items: Vec<(&str, &[f32], Option<&[f32]>)> = ids
+    let items: Vec<Placement<'_>> = ids
         .iter()
         .zip(&v)
-        .map(|(id, v)| (id.as_str(), v.as_slice(), None))
+        .map(|(id, v)| Placement {
+            user_id: id.as_str(),
+            vector: v.as_slice(),
+            start: None,
+        })
         .collect();
     assert_eq!(index.place(&items), 3);
     let stats = index.stats();
