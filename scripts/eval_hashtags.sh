@@ -5,8 +5,9 @@
 # 1. Exports train.csv as a model snapshot with embeddings from a factorisation of the
 #    user × hashtag matrix (scripts/hashtag_prefs_snapshot.py; numpy).
 # 2. Runs `feedrank eval hashtags` on it against valid.csv: hit@10 and MRR@10 of global
-#    popularity, cold start (language only), warm (the user's vector) and the user's own
-#    history, averaged over the held-out posts.
+#    popularity, cold start (language only), warm (the user's vector), the user's own
+#    history, and newcomers onboarded with the user's first hashtags (`--picks`, 3), with and
+#    without their neighbours, averaged over the held-out posts.
 #
 # Usage: scripts/eval_hashtags.sh DATA_DIR [OUT_DIR] [-- extra `feedrank eval hashtags` flags]
 #   DATA_DIR           directory holding train.csv and valid.csv

@@ -73,7 +73,8 @@ struct ReloadArgs {
 
 #[derive(Debug, Subcommand)]
 enum EvalCommand {
-    /// hit@k and MRR@k of hashtag recommendations (popularity, cold, warm, history) on the
+    /// hit@k and MRR@k of hashtag recommendations (popularity, cold, warm, history, and
+    /// newcomers onboarded with a few hashtags, with and without their neighbours) on the
     /// posts of a held-out split; exits 1 if an input is missing or malformed.
     Hashtags(HashtagEvalArgs),
 }
@@ -89,6 +90,9 @@ struct HashtagEvalArgs {
     /// Hashtags recommended per user.
     #[arg(long, default_value_t = 10)]
     k: usize,
+    /// Hashtags an onboarded newcomer picks: the author's first ones.
+    #[arg(long, default_value_t = hashtag_eval::DEFAULT_PICKS)]
+    picks: usize,
     /// TOML config file (as for `serve`): its [feed] options, [feed.hashtags] above all.
     #[arg(long, env = "FEEDRANK_CONFIG")]
     config: Option<PathBuf>,
@@ -243,6 +247,7 @@ fn eval_hashtags(args: HashtagEvalArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let held_out = match hashtag_eval::validate_k(args.k)
+        .and_then(|()| hashtag_eval::validate_picks(args.picks))
         .and_then(|()| hashtag_eval::read_held_out(&args.valid))
     {
         Ok(held_out) => held_out,
@@ -258,7 +263,7 @@ fn eval_hashtags(args: HashtagEvalArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match hashtag_eval::run(&model, &held_out, args.k) {
+    match hashtag_eval::run(&model, &held_out, args.k, args.picks) {
         Ok(report) if args.json => match serde_json::to_string(&report) {
             Ok(line) => {
                 println!("{line}");

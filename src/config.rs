@@ -30,6 +30,7 @@
 //! value_weight = 0.25
 //! bridge_weight = 0.3
 //! affinity_weight = 1.0
+//! neighbour_weight = 0.5     # what a newcomer's nearest users follow ([feed.users])
 //! diversity_weight = 0.3
 //! near_duplicate = 0.9
 //! bridge_slots = 2           # places of a page kept for tags shared across languages

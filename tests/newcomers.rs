@@ -18,10 +18,13 @@ use feedrank::api::{self, AppState};
 
 mod common;
 use common::{Server, cosine, get, post_ids, raw_http, send};
+use feedrank::candidates::{IndexKind, UserOptions};
 use feedrank::demo::{self, DemoConfig, GroundTruth};
-use feedrank::feed::Model;
+use feedrank::feed::{FeedOptions, Model};
 use feedrank::policy::PolicyConfig;
-use feedrank::snapshot::{PostKind, Snapshot};
+use feedrank::snapshot::{
+    FORMAT_VERSION, Hashtag, Manifest, Metric, Post, PostKind, Snapshot, Stats, User,
+};
 
 fn world() -> &'static (Snapshot, GroundTruth) {
     static WORLD: OnceLock<(Snapshot, GroundTruth)> = OnceLock::new();
@@ -478,4 +481,162 @@ async fn onboarding_over_a_real_socket() {
     );
 
     server.stop().await;
+}
+
+/// A small constructed world for the neighbour term (6-d, every row a unit vector):
+///
+/// - tags: `cats` (axis 0); `dogs`, mostly axis 0, the tag the pick's own vector ranks;
+///   `knitting` (axis 1), `travel` (axis 2) and `food` (axis 3), orthogonal to `cats`;
+/// - posts, all English and recent: `travel` and `food` 30 each, `cats` 10, `dogs` 6 and
+///   `knitting` 3 (eligible, and the least active);
+/// - users: five who follow `cats` and `knitting`, their vectors between axes 0 and 1, and
+///   five who follow `travel`, along axis 2.
+///
+/// A newcomer who picks `cats` is placed among the five `cats` followers, who all follow
+/// `knitting`: a tag nothing about `cats` itself points to.
+fn knitting_world() -> Snapshot {
+    const DIM: usize = 6;
+    let unit = |v: [f32; DIM]| {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.map(|x| x / norm)
+    };
+    let axis = |i: usize| {
+        let mut v = [0.0; DIM];
+        v[i] = 1.0;
+        v
+    };
+    let tags: [(&str, [f32; DIM], usize); 5] = [
+        ("cats", axis(0), 10),
+        ("dogs", unit([0.9, 0.0, 0.0, 0.0, 0.0, 0.44]), 6),
+        ("knitting", axis(1), 3),
+        ("travel", axis(2), 30),
+        ("food", axis(3), 30),
+    ];
+    let now = 1_700_000_000;
+    let mut posts = Vec::new();
+    let mut post_rows = Vec::new();
+    for (tag, vector, n) in &tags {
+        for i in 0..*n {
+            posts.push(Post {
+                id: format!("{tag}-{i}"),
+                author: format!("author-{tag}-{i}"),
+                lang: "en".into(),
+                hashtags: vec![tag.to_string()],
+                kind: PostKind::Organic,
+                created_at: now - 3600,
+                stats: Stats::default(),
+            });
+            post_rows.extend_from_slice(vector);
+        }
+    }
+    let mut users = Vec::new();
+    let mut user_rows = Vec::new();
+    for i in 0..10 {
+        let (follows, vector) = if i < 5 {
+            (
+                vec!["cats", "knitting"],
+                unit([1.0, 1.0, 0.0, 0.0, 0.0, 0.0]),
+            )
+        } else {
+            (vec!["travel"], axis(2))
+        };
+        users.push(User {
+            id: format!("u{i}"),
+            langs: vec!["en".into()],
+            created_at: now - 1000 * 3600,
+            follows: follows.into_iter().map(String::from).collect(),
+        });
+        user_rows.extend_from_slice(&vector);
+    }
+    let matrix =
+        |rows: Vec<f32>| ndarray::Array2::from_shape_vec((rows.len() / DIM, DIM), rows).unwrap();
+    Snapshot {
+        manifest: Manifest {
+            format_version: FORMAT_VERSION,
+            model_version: "knitting".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            dim: DIM,
+            metric: Metric::Cosine,
+            files: Default::default(),
+            scoring: Default::default(),
+        },
+        post_vectors: matrix(post_rows),
+        posts,
+        user_vectors: matrix(user_rows),
+        users,
+        hashtags: tags
+            .iter()
+            .map(|(tag, _, _)| Hashtag {
+                tag: tag.to_string(),
+                display: Default::default(),
+            })
+            .collect(),
+        hashtag_vectors: matrix(tags.iter().flat_map(|t| t.1).collect()),
+    }
+}
+
+/// The hashtags recommended to a newcomer who picked `cats`, onboarded through the API of a
+/// model of `knitting_world` with `newcomer_neighbours` as given: tags and reasons.
+async fn knitting_page(newcomer_neighbours: bool) -> Vec<(String, String)> {
+    let options = FeedOptions {
+        index: IndexKind::Exact,
+        users: UserOptions {
+            newcomer_neighbours,
+            ..UserOptions::default()
+        },
+        ..FeedOptions::default()
+    };
+    let model = Model::build(knitting_world(), options).unwrap();
+    let state = AppState::new(Duration::from_secs(5));
+    state.serve_model(Arc::new(model));
+    let app = api::router(state);
+    let (status, view) = put(
+        &app,
+        "/v1/users/knitter",
+        r#"{"langs": ["en"], "follows": ["cats"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{view}");
+    let (status, page) = get(&app, "/v1/users/knitter/hashtags?limit=3").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["personal"], true);
+    page["hashtags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let field = |name: &str| h[name].as_str().unwrap().to_string();
+            (field("tag"), field("reason"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_newcomer_is_offered_what_the_users_they_are_placed_among_follow() {
+    // Nothing about the pick points to `knitting`: its vector is orthogonal to `cats`, and it
+    // is the least active tag.
+    let world = knitting_world();
+    let vector = |tag: &str| {
+        let row = world.hashtags.iter().position(|h| h.tag == tag).unwrap();
+        world.hashtag_vectors.row(row).to_vec()
+    };
+    assert_eq!(cosine(&vector("cats"), &vector("knitting")), 0.0);
+
+    // Without neighbours, the pick's own vector and activity choose the page: no `knitting`.
+    let alone = knitting_page(false).await;
+    let tags: Vec<&str> = alone.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(tags, ["dogs", "travel", "food"], "{alone:?}");
+
+    // With them (the default), the newcomer is placed among the `cats` followers, all of whom
+    // follow `knitting`: it is offered, for the user.
+    assert!(UserOptions::default().newcomer_neighbours);
+    let placed = knitting_page(true).await;
+    let knitting = placed.iter().find(|(t, _)| t == "knitting");
+    assert_eq!(
+        knitting.map(|(_, reason)| reason.as_str()),
+        Some("for_you"),
+        "{placed:?}"
+    );
+    assert!(!placed.iter().any(|(t, _)| t == "cats"), "{placed:?}");
+    assert_eq!(placed[0].0, "dogs", "{placed:?}");
 }

@@ -398,6 +398,140 @@ fn affinity_to_the_viewers_interests_leads_for_a_known_viewer() {
     assert_ne!(picks[1].reason, Reason::ForYou);
 }
 
+/// Three tags of equal activity along three axes, for the neighbour term.
+fn three_topics() -> Snapshot {
+    let mut posts = Vec::new();
+    for (t, tag) in ["cats", "travel", "food"].iter().enumerate() {
+        for i in 0..4 {
+            posts.push(organic(t * 10 + i, "en", &[tag], 1));
+        }
+    }
+    let vectors = [
+        ("cats", axis(0, 0.0)),
+        ("travel", axis(1, 0.0)),
+        ("food", axis(2, 0.0)),
+    ];
+    snapshot(posts, vec![], &vectors)
+}
+
+fn follows(tags: &[&str]) -> Vec<String> {
+    tags.iter().map(|t| t.to_string()).collect()
+}
+
+#[test]
+fn neighbours_lift_the_tags_close_users_follow() {
+    let hashtags = build(&three_topics(), no_variety());
+    let interest = axis(0, 0.0);
+    let interests: [&[f32]; 1] = [&interest];
+    let picked = follows(&["cats"]);
+    let alone = HashtagQuery {
+        lang: Some("en"),
+        interests: &interests,
+        exclude: &picked,
+        limit: 2,
+        ..HashtagQuery::default()
+    };
+    // By the picked tag's vector alone, `food` and `travel` tie (both orthogonal to `cats`):
+    // by name.
+    assert_eq!(tags(&hashtags.recommend(&alone)), ["food", "travel"]);
+
+    let (travellers, foodie, unknown) = (
+        follows(&["travel", "cats"]),
+        follows(&["food"]),
+        follows(&["nosuchtag"]),
+    );
+    let neighbours = [
+        HashtagNeighbour {
+            similarity: 0.9,
+            follows: &travellers,
+        },
+        HashtagNeighbour {
+            similarity: 0.8,
+            follows: &travellers,
+        },
+        HashtagNeighbour {
+            similarity: 0.3,
+            follows: &foodie,
+        },
+        HashtagNeighbour {
+            similarity: 0.5,
+            follows: &unknown,
+        },
+    ];
+    let picks = hashtags.recommend(&HashtagQuery {
+        neighbours: &neighbours,
+        ..alone
+    });
+    assert_eq!(tags(&picks), ["travel", "food"]);
+    assert_eq!(picks[0].reason, Reason::ForYou);
+    // travel: (0.9 + 0.8) / 2.5 of the neighbour weight above food's 0.3 / 2.5.
+    let weight = HashtagOptions::default().neighbour_weight;
+    let gap = picks[0].score - picks[1].score;
+    assert!((gap - weight * 1.4 / 2.5).abs() < 1e-5, "{picks:?}");
+}
+
+#[test]
+fn neighbour_shares_floor_similarity_and_count_a_tag_once_per_neighbour() {
+    let hashtags = build(&three_topics(), HashtagOptions::default());
+    let id = |tag: &str| hashtags.ids[tag];
+    let twice = follows(&["food", "food", "cats"]);
+    let travel = follows(&["travel"]);
+    let neighbours = [
+        HashtagNeighbour {
+            similarity: 0.5,
+            follows: &twice,
+        },
+        HashtagNeighbour {
+            similarity: -0.7,
+            follows: &travel,
+        },
+        HashtagNeighbour {
+            similarity: 0.5,
+            follows: &[],
+        },
+    ];
+    let shares = hashtags.neighbour_shares(&neighbours).unwrap();
+    assert_eq!(shares[&id("food")], 0.5);
+    assert_eq!(shares[&id("cats")], 0.5);
+    assert!(!shares.contains_key(&id("travel")), "{shares:?}");
+    // No neighbour with a positive similarity, or none following a known tag: no term.
+    let far = [HashtagNeighbour {
+        similarity: -0.2,
+        follows: &travel,
+    }];
+    assert!(hashtags.neighbour_shares(&far).is_none());
+    let nothing = [HashtagNeighbour {
+        similarity: 0.9,
+        follows: &[],
+    }];
+    assert!(hashtags.neighbour_shares(&nothing).is_none());
+    assert!(hashtags.neighbour_shares(&[]).is_none());
+}
+
+#[test]
+fn neighbours_following_nothing_leave_the_page_as_it_was() {
+    let hashtags = build(&near_copies(), HashtagOptions::default());
+    let interest = axis(2, 0.0);
+    let interests: [&[f32]; 1] = [&interest];
+    let alone = HashtagQuery {
+        lang: Some("en"),
+        interests: &interests,
+        limit: 4,
+        ..HashtagQuery::default()
+    };
+    let nobody = [HashtagNeighbour {
+        similarity: 0.9,
+        follows: &[],
+    }];
+    assert_eq!(
+        hashtags.recommend(&alone),
+        hashtags.recommend(&HashtagQuery {
+            neighbours: &nobody,
+            ..alone
+        })
+    );
+}
+
 #[test]
 fn interests_group_picks_beyond_the_limit_with_their_nearest() {
     let vectors = [
@@ -477,6 +611,10 @@ fn options_out_of_range_are_named() {
             ..HashtagOptions::default()
         },
         HashtagOptions {
+            neighbour_weight: f32::NAN,
+            ..HashtagOptions::default()
+        },
+        HashtagOptions {
             velocity_window_hours: 0,
             ..HashtagOptions::default()
         },
@@ -485,6 +623,7 @@ fn options_out_of_range_are_named() {
         "velocity_share",
         "bridge_weight",
         "near_duplicate",
+        "neighbour_weight",
         "velocity_window_hours",
     ];
     for (options, name) in bad.iter().zip(names) {
@@ -527,9 +666,41 @@ fn raw_posts(raw: &[RawPost]) -> Vec<Post> {
         .collect()
 }
 
+/// A random neighbour: similarity and the tag ids (0..7, 6 being a tag no post has) it follows.
+type RawNeighbour = (f32, Vec<usize>);
+
+fn tag_name(t: usize) -> &'static str {
+    TAGS.get(t).copied().unwrap_or("unknown")
+}
+
 /// The trending term and eligibility of each tag, computed from the raw posts the long way,
 /// then the top `limit` by weighed score (no variety), as the module docs define them.
 fn naive(raw: &[RawPost], options: &HashtagOptions, lang: usize, limit: usize) -> Vec<String> {
+    naive_with_neighbours(raw, &[], options, lang, limit)
+}
+
+/// [`naive`] with the neighbour term: per tag, the sum of the (floored) similarities of the
+/// neighbours following it, over the sum of all of them.
+fn naive_with_neighbours(
+    raw: &[RawPost],
+    neighbours: &[RawNeighbour],
+    options: &HashtagOptions,
+    lang: usize,
+    limit: usize,
+) -> Vec<String> {
+    let total: f32 = neighbours.iter().map(|n| n.0.max(0.0)).sum();
+    let share = |t: usize| -> f32 {
+        if total <= 0.0 {
+            return 0.0;
+        }
+        let mut sum = 0.0f32;
+        for (similarity, follows) in neighbours {
+            if *similarity > 0.0 && follows.contains(&t) {
+                sum += similarity;
+            }
+        }
+        (sum / total).min(1.0)
+    };
     let window = i64::from(options.velocity_window_hours);
     let mut eligible = Vec::new();
     let mut activity: HashMap<usize, (f32, f32)> = HashMap::new();
@@ -572,7 +743,8 @@ fn naive(raw: &[RawPost], options: &HashtagOptions, lang: usize, limit: usize) -
             let (recent, total) = activity[t];
             let trending = options.velocity_share * ratio(recent, max_recent)
                 + (1.0 - options.velocity_share) * ratio(total, max_total);
-            (options.trending_weight * trending, TAGS[*t])
+            let social = options.neighbour_weight * share(*t);
+            (social + options.trending_weight * trending, TAGS[*t])
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
@@ -581,6 +753,10 @@ fn naive(raw: &[RawPost], options: &HashtagOptions, lang: usize, limit: usize) -
         .take(limit)
         .map(|(_, t)| t.to_string())
         .collect()
+}
+
+fn raw_neighbour() -> impl Strategy<Value = RawNeighbour> {
+    (-0.5f32..1.0, prop::collection::vec(0..TAGS.len() + 1, 0..4))
 }
 
 fn raw_post() -> impl Strategy<Value = RawPost> {
@@ -617,6 +793,55 @@ proptest! {
             .map(|p| p.tag.to_string())
             .collect();
         prop_assert_eq!(got, naive(&raw, &options, lang, limit));
+    }
+
+    /// With the neighbour term too: the naive top-k by trending plus the similarity-weighted
+    /// share of neighbours following each tag.
+    #[test]
+    fn neighbour_shares_match_a_naive_reference(
+        raw in prop::collection::vec(raw_post(), 0..60),
+        neighbours in prop::collection::vec(raw_neighbour(), 0..8),
+        limit in 1..7usize,
+        neighbour_weight in 0.0f32..3.0,
+    ) {
+        let options = HashtagOptions {
+            value_weight: 0.0,
+            bridge_weight: 0.0,
+            neighbour_weight,
+            velocity_window_hours: 48,
+            ..no_variety()
+        };
+        let hashtags = build(&world(&raw), options);
+        let lists: Vec<Vec<String>> = neighbours
+            .iter()
+            .map(|n| n.1.iter().map(|&t| tag_name(t).to_string()).collect())
+            .collect();
+        let given: Vec<HashtagNeighbour<'_>> = neighbours
+            .iter()
+            .zip(&lists)
+            .map(|(n, follows)| HashtagNeighbour { similarity: n.0, follows })
+            .collect();
+        let got: Vec<String> = hashtags
+            .recommend(&HashtagQuery {
+                lang: Some("en"),
+                neighbours: &given,
+                limit,
+                ..HashtagQuery::default()
+            })
+            .iter()
+            .map(|p| p.tag.to_string())
+            .collect();
+        // A tag listed twice by one neighbour counts once.
+        let distinct: Vec<RawNeighbour> = neighbours
+            .iter()
+            .map(|(s, f)| {
+                let mut f = f.clone();
+                f.sort_unstable();
+                f.dedup();
+                (*s, f)
+            })
+            .collect();
+        prop_assert_eq!(got, naive_with_neighbours(&raw, &distinct, &options, 0, limit));
     }
 
     /// Posts published after the snapshot count as if the snapshot had held them: the same
