@@ -304,10 +304,20 @@ fn bench_feed(c: &mut Criterion) {
             }
         })
         .collect();
-    sourced.publish(fresh);
+    // Publishing, as `POST /v1/posts` does after logging: each new post of a small creator
+    // searches its audience (its `audience_size` nearest users) in the user index.
+    let started = Instant::now();
+    for batch in fresh.chunks(100) {
+        sourced.publish(batch.to_vec());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
-        "{posts} posts: {} users with 16 saves each, {} posts on offer",
+        "{posts} posts: {} users with 16 saves each; 500 posts of new creators published in \
+         batches of 100 in {:.1} ms ({:.0} posts/s, audiences of {} users searched), {} on offer",
         users.len(),
+        elapsed * 1e3,
+        500.0 / elapsed,
+        model.options().audience.audience_size,
         sourced.audience().offered()
     );
     let serve_sourced = |user: &str| {

@@ -18,6 +18,9 @@
 #   --keep-going       after the fixed rates, keep doubling the rate until p99 exceeds 20 ms
 #   --events B         then POST /v1/events flat out, B events per batch (fsync on), and
 #                      report events/s (default 0: no events step)
+#   --live-sources     before the steps, every requested user saves 8 posts and 500 posts
+#                      of new creators are published, so the lookalike and audience sources
+#                      have work on every request (without it, both find nothing to do)
 #   FEEDRANK_BIN=PATH  use this feedrank binary instead of building one
 #
 # The first run builds the release binary, installs oha with `cargo install` if it is absent
@@ -35,6 +38,7 @@ connections=32
 port=18090
 keep_going=0
 events=0
+live_sources=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --posts) posts=$2; shift 2 ;;
@@ -46,7 +50,8 @@ while [ $# -gt 0 ]; do
     --port) port=$2; shift 2 ;;
     --keep-going) keep_going=1; shift ;;
     --events) events=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --live-sources) live_sources=1; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -116,6 +121,17 @@ run() { # $1 = label, $2 = rate (0 = flat out)
   oha --no-tui --output-format json -z "$duration" -c "$connections" "${args[@]}" \
     --rand-regex-url "$url" >"$out/$label.json"
 }
+
+if [ "$live_sources" = 1 ]; then
+  python3 scripts/events_load.py seed "$base" "$world" 8 500
+  # The moves just placed make the user index rebuild in the background: measure after it.
+  seeded=$(date +%s)
+  while curl -s "$base/metrics" | grep -q '^feedrank_user_index_rebuilding 1'; do
+    sleep 2
+  done
+  echo "user index settled $(( $(date +%s) - seeded )) s after seeding: $(curl -s "$base/metrics" \
+    | grep -E '^feedrank_(user_index_rebuilds|user_placements) ' | tr '\n' ' ')"
+fi
 
 echo "warming up (5 s)..."
 oha --no-tui --output-format json -z 5s -c "$connections" --rand-regex-url "$url" >/dev/null

@@ -436,8 +436,11 @@ pub struct ModelGauges<'a> {
     /// Placements refused (moves and newcomers) because the model's `max_placements` was
     /// reached: those users wait for the next model.
     pub user_placements_refused: u64,
+    /// Background rebuilds of the user index since the model loaded, and 1 while one runs.
+    pub user_index_rebuilds: u64,
+    pub user_index_rebuilding: u64,
     /// Published posts in the table of offers to a first audience (`Audience::offered`: an
-    /// offer that ended stays until `max_offered` pushes it out).
+    /// offer that ended stays until the next publish prunes the table).
     pub offered_posts: u64,
 }
 
@@ -714,8 +717,18 @@ impl Metrics {
                 serving.model.map(|m| m.user_placements_refused),
             ),
             (
+                "feedrank_user_index_rebuilds",
+                "Background rebuilds of the served model's user index (superseded rows past a fifth).",
+                serving.model.map(|m| m.user_index_rebuilds),
+            ),
+            (
+                "feedrank_user_index_rebuilding",
+                "1 while the served model's user index is being rebuilt.",
+                serving.model.map(|m| m.user_index_rebuilding),
+            ),
+            (
                 "feedrank_offered_posts",
-                "Small creators' published posts in the table of offers to a first audience (ended offers stay until max_offered pushes them out).",
+                "Small creators' published posts in the table of offers to a first audience (ended offers stay until the next publish prunes the table).",
                 serving.model.map(|m| m.offered_posts),
             ),
         ] {

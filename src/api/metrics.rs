@@ -56,6 +56,8 @@ pub(super) async fn scrape(State(state): State<Arc<AppState>>) -> Response {
                 new_users: users.new_users as u64,
                 user_placements: users.placements as u64,
                 user_placements_refused: users.placements_refused,
+                user_index_rebuilds: users.rebuilds,
+                user_index_rebuilding: u64::from(users.rebuilding),
                 offered_posts: model.audience().offered() as u64,
             }
         }),

@@ -10,13 +10,21 @@
 //! appended per model; past that, moves wait for the next model (`placements_refused`
 //! counts them). A new snapshot places everyone afresh.
 //!
+//! Superseded rows cost every search (a filtered graph search must walk past them), so once
+//! they are more than a fifth of the rows, the index is *rebuilt* in the background on one
+//! thread: a new base over every placed user's current vector, numbered by slot. Searches and
+//! placements go on against the old index meanwhile; placements made during the rebuild are
+//! appended to the new one before it is swapped in, under the write lock, so no search sees a
+//! user twice or misses one.
+//!
 //! Slots number users: the snapshot's users first (slot = row of `users.npy`), then users met
 //! since (newcomers, users who only have events), in arrival order.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2};
@@ -121,20 +129,42 @@ pub struct UserIndexStats {
     pub snapshot_users: usize,
     /// Users met since the snapshot.
     pub new_users: usize,
-    /// Rows appended (moves and newcomers).
+    /// Rows appended since the model loaded (moves and newcomers).
     pub placements: usize,
+    /// Background rebuilds done (see the module docs), and whether one runs now.
+    pub rebuilds: u64,
+    pub rebuilding: bool,
     /// Moves not placed because `max_placements` was reached.
     pub placements_refused: u64,
 }
 
-#[derive(Debug, Default)]
+/// Rebuild once superseded rows are more than this share of the index's rows ...
+const REBUILD_SHARE: f64 = 0.2;
+/// ... and at least this many.
+const REBUILD_MIN_SUPERSEDED: usize = 1_000;
+
 struct State {
+    /// The index searched now (replaced by a rebuild).
+    index: Arc<LiveIndex>,
+    /// Rows below this are the base's, numbered by slot (the snapshot's users at load, every
+    /// placed user after a rebuild); rows from it on were appended, their slots in `owner`.
+    base_rows: u32,
+    /// Rows in the index (base and appended).
+    rows: usize,
+    /// Slots with a row.
+    placed_users: usize,
+    /// A rebuild is running; placements meanwhile are also kept in `during_rebuild`.
+    rebuilding: bool,
+    during_rebuild: Vec<u32>,
+    /// Rows appended since the model loaded, across rebuilds (bounded by `max_placements`).
+    placements: usize,
+    rebuilds: u64,
     /// Ids of the users met since the snapshot (slot − snapshot users).
     new_ids: Vec<String>,
     new_slots: HashMap<String, u32>,
     /// Per slot: its user's current row, or [`NOT_PLACED`].
     current: Vec<u32>,
-    /// Per appended row (row − snapshot users): its user's slot.
+    /// Per appended row (row − `base_rows`): its user's slot.
     owner: Vec<u32>,
     /// Where moved users were last placed (their vector then), for the replace test.
     placed: HashMap<u32, Vec<f32>>,
@@ -145,7 +175,6 @@ struct State {
 /// Users' embeddings, searchable, with their recent engagements. `Send + Sync`: searches take
 /// a read lock on the slot table, placements a write lock.
 pub struct UserIndex {
-    index: LiveIndex,
     /// The snapshot's graph, when there is one (to store it).
     graph: Option<Arc<FlatHnswIndex>>,
     origin: IndexOrigin,
@@ -154,7 +183,12 @@ pub struct UserIndex {
     snapshot_slots: HashMap<String, u32>,
     /// Snapshot users (rows) following each hashtag, for newcomers' placement.
     followers: HashMap<String, Vec<u32>>,
-    state: RwLock<State>,
+    state: Arc<RwLock<State>>,
+    /// The snapshot's user vectors (as loaded), which a rebuild starts from.
+    snapshot_vectors: Arc<Array2<f32>>,
+    kind: IndexKind,
+    config: LiveConfig,
+    rebuild: Mutex<Option<JoinHandle<()>>>,
     options: UserOptions,
     replace_cos: f32,
     refused: AtomicU64,
@@ -250,18 +284,33 @@ impl UserIndex {
             }
         }
         let state = State {
+            index: Arc::new(LiveIndex::new(base, config)?),
+            base_rows: rows.len() as u32,
+            rows: rows.len(),
+            placed_users: rows.len(),
+            rebuilding: false,
+            during_rebuild: Vec::new(),
+            placements: 0,
+            rebuilds: 0,
+            new_ids: Vec::new(),
+            new_slots: HashMap::new(),
             current: rows,
-            ..State::default()
+            owner: Vec::new(),
+            placed: HashMap::new(),
+            recent: HashMap::new(),
         };
         Ok(UserIndex {
-            index: LiveIndex::new(base, config)?,
             graph,
             origin,
             metric,
             snapshot_ids,
             snapshot_slots,
             followers,
-            state: RwLock::new(state),
+            state: Arc::new(RwLock::new(state)),
+            snapshot_vectors: Arc::new(vectors.clone()),
+            kind,
+            config,
+            rebuild: Mutex::new(None),
             options,
             replace_cos: options.replace_degrees.to_radians().cos(),
             refused: AtomicU64::new(0),
@@ -316,11 +365,11 @@ impl UserIndex {
     /// Up to `k` users nearest to `query`, best first, leaving out `exclude` (the asking user).
     /// Only each user's current row counts.
     pub fn nearest(&self, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<UserNeighbor> {
-        if k == 0 || self.index.is_empty() || query.len() != self.index.dim() {
+        let state = self.read();
+        if k == 0 || state.index.is_empty() || query.len() != state.index.dim() {
             return Vec::new();
         }
-        let state = self.read();
-        let n = self.snapshot_ids.len() as u32;
+        let n = state.base_rows;
         let slot_of = |row: u32| {
             if row < n {
                 Some(row)
@@ -333,7 +382,8 @@ impl UserIndex {
                 Some(slot) != exclude && state.current.get(slot as usize) == Some(&row)
             })
         };
-        self.index
+        state
+            .index
             .search(query, k, Some(&filter))
             .into_iter()
             .filter_map(|hit| {
@@ -363,10 +413,9 @@ impl UserIndex {
     /// snapshot user not moved yet). One append for the whole batch. Returns how many rows
     /// were added. Vectors of the wrong dimension or without direction are skipped.
     pub fn place(&self, items: &[Placement<'_>]) -> usize {
-        let dim = self.index.dim();
         let mut state = self.write();
-        let n = self.snapshot_ids.len() as u32;
-        let first_row = n + state.owner.len() as u32;
+        let dim = state.index.dim();
+        let first_row = state.base_rows + state.owner.len() as u32;
         let mut rows = Vec::new();
         let mut data: Vec<f32> = Vec::new();
         let mut placed: Vec<(u32, Vec<f32>)> = Vec::new();
@@ -396,7 +445,7 @@ impl UserIndex {
                     continue;
                 }
             }
-            if state.owner.len() + placed.len() >= self.options.max_placements {
+            if state.placements + placed.len() >= self.options.max_placements {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -408,17 +457,50 @@ impl UserIndex {
             return 0;
         }
         let matrix = ArrayView2::from_shape((rows.len(), dim), &data).expect("rows × dim values");
-        if let Err(e) = self.index.append(&rows, matrix) {
+        if let Err(e) = state.index.append(&rows, matrix) {
             // Validated above (dimension, finite, direction): not expected.
             tracing::error!(error = %e, "users not placed");
             return 0;
         }
         for (row, (slot, vector)) in rows.iter().zip(placed) {
             state.owner.push(slot);
+            if state.current[slot as usize] == NOT_PLACED {
+                state.placed_users += 1;
+            }
             state.current[slot as usize] = *row;
             state.placed.insert(slot, vector);
+            if state.rebuilding {
+                state.during_rebuild.push(slot);
+            }
+        }
+        state.rows += rows.len();
+        state.placements += rows.len();
+        if !state.rebuilding && needs_rebuild(&state) {
+            state.rebuilding = true;
+            state.during_rebuild.clear();
+            self.start_rebuild();
         }
         rows.len()
+    }
+
+    /// Starts a rebuild on its own thread (see the module docs); `rebuilding` is set.
+    fn start_rebuild(&self) {
+        let shared = Arc::clone(&self.state);
+        let snapshot = Arc::clone(&self.snapshot_vectors);
+        let (kind, config, metric) = (self.kind, self.config, self.metric);
+        let spawned = std::thread::Builder::new()
+            .name("user-index-rebuild".into())
+            .spawn(move || rebuild(&shared, &snapshot, kind, config, metric));
+        match spawned {
+            Ok(handle) => {
+                let mut slot = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
+                // The previous rebuild finished (it cleared `rebuilding` before this began).
+                *slot = Some(handle);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "user index rebuild not started");
+            }
+        }
     }
 
     /// Records that `user_id` engaged with post `row` (most recent last; the oldest leave
@@ -480,24 +562,37 @@ impl UserIndex {
         UserIndexStats {
             snapshot_users: self.snapshot_ids.len(),
             new_users: state.new_ids.len(),
-            placements: state.owner.len(),
+            placements: state.placements,
+            rebuilds: state.rebuilds,
+            rebuilding: state.rebuilding,
             placements_refused: self.refused.load(Ordering::Relaxed),
         }
     }
 
     /// Heap bytes of the index (graph or scan, sealed graphs, delta), without the slot table.
     pub fn memory_bytes(&self) -> usize {
-        self.index.memory_bytes()
+        self.read().index.memory_bytes()
     }
 
     /// Rows in each segment of the index (the snapshot's, sealed, delta).
     pub fn segments(&self) -> SegmentSizes {
-        self.index.segment_sizes()
+        self.read().index.segment_sizes()
     }
 
-    /// Waits until background seals are done (tests and benches).
+    /// Waits until a running rebuild and background seals are done (tests and benches).
     pub fn wait_idle(&self) {
-        self.index.wait_idle();
+        let handle = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("user index rebuild panicked");
+        }
+        let index = Arc::clone(&self.read().index);
+        index.wait_idle();
     }
 
     fn slot_in(&self, state: &mut State, user_id: &str) -> u32 {
@@ -531,6 +626,139 @@ impl UserIndex {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether superseded rows are past the share that calls for a rebuild.
+fn needs_rebuild(state: &State) -> bool {
+    let superseded = state.rows - state.placed_users;
+    superseded >= REBUILD_MIN_SUPERSEDED && superseded as f64 > REBUILD_SHARE * state.rows as f64
+}
+
+/// Rebuilds until the index no longer needs it: the moves placed during one rebuild are
+/// appended to its result, and may be many.
+fn rebuild(
+    shared: &RwLock<State>,
+    snapshot: &Array2<f32>,
+    kind: IndexKind,
+    config: LiveConfig,
+    metric: Metric,
+) {
+    while rebuild_once(shared, snapshot, kind, config, metric) {
+        let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
+        if !needs_rebuild(&state) {
+            return;
+        }
+        state.rebuilding = true;
+        state.during_rebuild.clear();
+    }
+}
+
+/// Builds a new base over every placed user's current vector and swaps it in (see the module
+/// docs); `true` if it did. A failure or panic leaves the old index serving and `rebuilding`
+/// cleared.
+fn rebuild_once(
+    shared: &RwLock<State>,
+    snapshot: &Array2<f32>,
+    kind: IndexKind,
+    config: LiveConfig,
+    metric: Metric,
+) -> bool {
+    let started = Instant::now();
+    let (vectors, rows) = {
+        let state = shared.read().unwrap_or_else(|e| e.into_inner());
+        let slots = state.current.len();
+        let dim = state.index.dim();
+        let mut vectors = Array2::<f32>::zeros((slots, dim));
+        let mut rows = Vec::with_capacity(state.placed_users);
+        for (slot, &row) in state.current.iter().enumerate() {
+            if row == NOT_PLACED {
+                continue;
+            }
+            let source = match state.placed.get(&(slot as u32)) {
+                Some(v) => v.as_slice(),
+                None => snapshot.row(slot).to_slice().expect("standard layout"),
+            };
+            let norm = dot(source, source).sqrt();
+            let scale = if metric == Metric::Cosine && norm > 0.0 {
+                1.0 / norm
+            } else {
+                1.0
+            };
+            vectors
+                .row_mut(slot)
+                .iter_mut()
+                .zip(source)
+                .for_each(|(x, v)| *x = v * scale);
+            rows.push(slot as u32);
+        }
+        (vectors, rows)
+    };
+    let built = std::panic::catch_unwind(|| {
+        let base = if kind == IndexKind::Exact || rows.len() <= EXACT_USER_POOL {
+            Base::from(ExactIndex::build(&vectors, &rows, metric))
+        } else {
+            // One thread: requests keep the other cores.
+            Base::from(FlatHnswIndex::build_with_threads(
+                &vectors,
+                &rows,
+                metric,
+                config.hnsw,
+                1,
+            ))
+        };
+        LiveIndex::new(base, config)
+    });
+    let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
+    state.rebuilding = false;
+    let index = match built {
+        Ok(Ok(index)) => index,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "user index rebuild failed");
+            return false;
+        }
+        Err(_) => {
+            tracing::error!("user index rebuild panicked; the old index serves");
+            return false;
+        }
+    };
+    // Users placed while it was built: appended to the new index at their latest place.
+    let base_rows = vectors.nrows() as u32;
+    let mut moved: Vec<u32> = std::mem::take(&mut state.during_rebuild);
+    moved.sort_unstable();
+    moved.dedup();
+    let dim = vectors.ncols();
+    let mut data = Vec::with_capacity(moved.len() * dim);
+    for slot in &moved {
+        data.extend_from_slice(&state.placed[slot]);
+    }
+    let appended: Vec<u32> = (0..moved.len() as u32).map(|i| base_rows + i).collect();
+    if !moved.is_empty() {
+        let matrix = ArrayView2::from_shape((moved.len(), dim), &data).expect("rows × dim");
+        if let Err(e) = index.append(&appended, matrix) {
+            tracing::error!(error = %e, "user index rebuild not swapped in");
+            return false;
+        }
+    }
+    for &slot in &rows {
+        state.current[slot as usize] = slot;
+    }
+    for (&slot, &row) in moved.iter().zip(&appended) {
+        state.current[slot as usize] = row;
+    }
+    let placed_users = state.current.iter().filter(|&&r| r != NOT_PLACED).count();
+    state.owner = moved;
+    state.base_rows = base_rows;
+    state.rows = rows.len() + appended.len();
+    state.placed_users = placed_users;
+    state.index = Arc::new(index);
+    state.rebuilds += 1;
+    tracing::info!(
+        users = placed_users,
+        appended = appended.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "user index rebuilt"
+    );
+    true
 }
 
 /// Posts the neighbours engaged with, scored by the sum over neighbours of their similarity

@@ -143,6 +143,65 @@ fn nearest_users_match_exact_search_before_and_after_users_move() {
 }
 
 #[test]
+fn many_moves_rebuild_the_index_in_the_background_and_lose_no_placement() {
+    let vectors = synthetic::clustered(6_000, 16, 40, 0.5, 11);
+    let snapshot = snapshot_with_users(vectors, &[]);
+    let index = index_of(&snapshot, IndexKind::Hnsw);
+    let mut current: HashMap<u32, Vec<f32>> = (0..6_000u32)
+        .map(|r| (r, snapshot.user_vectors.row(r as usize).to_vec()))
+        .collect();
+    // Fresh places, none a copy of another user's.
+    let places = synthetic::queries(4_000, 16, 40, 0.5, 12);
+    let mut place = |from: usize, to: usize| {
+        let ids: Vec<String> = (from..to).map(|i| format!("u{i}")).collect();
+        let items: Vec<Placement<'_>> = (from..to)
+            .map(|i| Placement {
+                user_id: &ids[i - from],
+                vector: places.row(i).to_slice().unwrap(),
+                start: snapshot.user_vectors.row(i).to_slice(),
+            })
+            .collect();
+        let placed = index.place(&items);
+        for i in from..to {
+            current.insert(i as u32, places.row(i).to_vec());
+        }
+        placed
+    };
+    // 2,000 moves: superseded rows pass a fifth of 8,000, and a rebuild starts.
+    assert_eq!(place(0, 2_000), 2_000);
+    assert!(index.stats().rebuilding || index.stats().rebuilds == 1);
+    // Moves while it runs are appended to the new index too.
+    assert_eq!(place(2_000, 2_600), 600);
+    index.wait_idle();
+    let stats = index.stats();
+    assert_eq!(stats.rebuilds, 1, "{stats:?}");
+    assert!(!stats.rebuilding);
+    assert_eq!(stats.placements, 2_600);
+    // Every moved user is found at their new place, as themselves.
+    for i in (0..2_600).step_by(37) {
+        let hits = index.nearest(places.row(i).to_slice().unwrap(), 1, None);
+        assert_eq!(hits[0].slot, i as u32, "user {i}");
+    }
+    // And the index still agrees with exact search over the current vectors.
+    let queries = synthetic::queries(100, 16, 40, 0.5, 13);
+    let mut hits = 0;
+    for q in queries.rows() {
+        let q = q.to_vec();
+        let want = exact(&current, &q, 10, None);
+        let got = index.nearest(&q, 10, None);
+        hits += got.iter().filter(|n| want.contains(&n.slot)).count();
+    }
+    assert!(
+        hits as f64 / 1_000.0 >= 0.95,
+        "recall {}",
+        hits as f64 / 1_000.0
+    );
+    // The rows left after the rebuild: one per user, plus the moves made during it at most.
+    let rows = index.segments().total();
+    assert!((6_000..=6_600).contains(&rows), "{rows}");
+}
+
+#[test]
 fn a_small_move_is_not_placed_again_and_a_large_one_is() {
     let vectors = synthetic::clustered(50, 8, 5, 0.5, 1);
     let snapshot = snapshot_with_users(vectors, &[]);
