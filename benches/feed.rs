@@ -272,8 +272,15 @@ fn bench_feed(c: &mut Criterion) {
     // neighbours' saves) and 500 new posts of small creators are on offer (the audience
     // source checks each against the viewer). Timed in turns with the first model, where
     // both sources find nothing to do.
-    let sourced =
-        Model::build(model.snapshot().clone(), *model.options()).expect("model with live sources");
+    // FEEDRANK_BENCH_SOURCES=lookalike or =audience keeps only that one on.
+    let only = std::env::var("FEEDRANK_BENCH_SOURCES").unwrap_or_default();
+    let mut options = *model.options();
+    if only == "lookalike" {
+        options.audience.candidates = 0;
+    } else if only == "audience" {
+        options.users.lookalike_candidates = 0;
+    }
+    let sourced = Model::build(model.snapshot().clone(), options).expect("model with live sources");
     let organic: Vec<u32> = (0..posts as u32)
         .filter(|&row| model.post(row).kind == PostKind::Organic)
         .collect();
@@ -344,7 +351,12 @@ fn bench_feed(c: &mut Criterion) {
     eprintln!("{posts} posts, whole feed request, known user, live sources idle: {summary}");
     let (summary, with_median) = percentiles(with);
     eprintln!(
-        "{posts} posts, whole feed request, known user, lookalike and audience on: {summary}"
+        "{posts} posts, whole feed request, known user, live sources on ({}): {summary}",
+        if only.is_empty() {
+            "lookalike and audience"
+        } else {
+            &only
+        }
     );
     eprintln!(
         "{posts} posts: with / without the live sources, medians: {:.2}",

@@ -718,7 +718,7 @@ impl Metrics {
             ),
             (
                 "feedrank_user_index_rebuilds",
-                "Background rebuilds of the served model's user index (superseded rows past a fifth).",
+                "Background rebuilds of the served model's user index (appended rows past a tenth).",
                 serving.model.map(|m| m.user_index_rebuilds),
             ),
             (

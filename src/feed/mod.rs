@@ -710,12 +710,32 @@ impl Model {
                 }
             },
         );
+        // New posts of small creators are offered to their audience; finding it is a search
+        // of the user index per post, so the batch's run on every core.
+        let offered: Vec<u32> = rows
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|&row| {
+                let post = self.post(row);
+                self.audience.published_at(post.created_at);
+                post.kind == PostKind::Organic && self.audience.is_small_creator(&post.author)
+            })
+            .collect();
+        let radii: Vec<Option<f32>> = {
+            use rayon::prelude::*;
+            offered
+                .par_iter()
+                .map(|&row| self.audience_radius(row))
+                .collect()
+        };
+        for (&row, radius) in offered.iter().zip(radii) {
+            if let Some(radius) = radius {
+                self.audience.offer(row, self.post(row).created_at, radius);
+            }
+        }
         for &row in rows.iter().flatten() {
             let post = self.post(row);
-            self.audience.published_at(post.created_at);
-            if post.kind == PostKind::Organic && self.audience.is_small_creator(&post.author) {
-                self.offer(row);
-            }
             let count = post_count(post.kind, &post.stats, scoring);
             self.hashtags.record_published(
                 &post.hashtags,
@@ -728,18 +748,17 @@ impl Model {
         rows
     }
 
-    /// Puts post `row` on offer to its nearest users: those at least as similar as the
-    /// `audience_size`-th nearest now (everyone, when there are fewer users).
-    fn offer(&self, row: u32) {
+    /// The similarity a user needs to be in post `row`'s audience: that of its
+    /// `audience_size`-th nearest user now (−∞ when there are fewer users: everyone is);
+    /// `None` when there are no users at all.
+    fn audience_radius(&self, row: u32) -> Option<f32> {
         let size = self.options.audience.audience_size;
         let nearest = self.users.nearest(self.post_vector(row), size, None);
-        let radius = match nearest.last() {
-            None => return,
-            Some(_) if nearest.len() < size => f32::NEG_INFINITY,
-            Some(last) => last.similarity,
-        };
-        let post = self.post(row);
-        self.audience.offer(row, post.created_at, radius);
+        match nearest.last() {
+            None => None,
+            Some(_) if nearest.len() < size => Some(f32::NEG_INFINITY),
+            Some(last) => Some(last.similarity),
+        }
     }
 
     /// Records that `user_id` saved, shared or liked post `row` (`weight`: how much that

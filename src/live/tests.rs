@@ -6,7 +6,7 @@ use super::state::moved;
 use super::*;
 use crate::candidates::IndexKind;
 use crate::demo::{self, DemoConfig};
-use crate::feed::{Explanation, FeedOptions, FeedRequest, RequestContext};
+use crate::feed::{AudienceOptions, Explanation, FeedOptions, FeedRequest, RequestContext};
 use crate::index::dot;
 use crate::profiles::{Profile, ProfileError, ProfileInput, Profiles};
 use crate::snapshot::{Metric, Snapshot};
@@ -40,13 +40,18 @@ fn model_named(version: &str) -> Arc<Model> {
     Arc::new(Model::build(snapshot, options).unwrap())
 }
 
-/// A fresh model of the world with `options` (exact retrieval).
-fn model_with(options: FeedOptions) -> Arc<Model> {
+/// The log in `dir` opened for a fresh model of the world (exact retrieval) whose offers to
+/// an audience follow `audience`.
+fn open_with_audience(dir: &Path, audience: AudienceOptions) -> Live {
     let options = FeedOptions {
         index: IndexKind::Exact,
-        ..options
+        audience,
+        ..FeedOptions::default()
     };
-    Arc::new(Model::build(world().clone(), options).unwrap())
+    let model = Arc::new(Model::build(world().clone(), options).unwrap());
+    Live::open(model, dir, LiveOptions::default(), profiles())
+        .unwrap()
+        .0
 }
 
 fn open(dir: &Path, options: LiveOptions) -> (Live, Replayed) {
@@ -76,14 +81,19 @@ fn user() -> String {
     world().users[5].id.clone()
 }
 
+/// A request's context as the API builds it from the user's live state.
+fn context_of(viewed: Option<&Viewed>) -> RequestContext<'_> {
+    RequestContext {
+        signals: viewed.map(|v| &v.signals),
+        user_vector: viewed.and_then(|v| v.vector.as_deref()),
+        ..RequestContext::default()
+    }
+}
+
 /// The first page of `user`'s feed as the API serves it: live signals and vector applied.
 fn page(live: &Live, user: &str, cursor: Option<&str>) -> (Vec<String>, Vec<f32>, Option<String>) {
     let viewed = live.viewed(user, cursor.is_none());
-    let context = RequestContext {
-        signals: viewed.as_ref().map(|v| &v.signals),
-        user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
-        ..RequestContext::default()
-    };
+    let context = context_of(viewed.as_ref());
     let request = FeedRequest {
         user_id: user,
         limit: 20,
@@ -545,20 +555,13 @@ fn a_published_post_is_in_the_very_next_feed_and_found_by_similarity() {
 fn a_stranger_gets_a_published_post_through_the_fresh_source() {
     let dir = tempfile::tempdir().unwrap();
     // Without the offer to the audience, which would take a new creator's post first.
-    let options = FeedOptions {
-        audience: crate::feed::AudienceOptions {
+    let live = open_with_audience(
+        dir.path(),
+        AudienceOptions {
             candidates: 0,
             ..Default::default()
         },
-        ..FeedOptions::default()
-    };
-    let (live, _) = Live::open(
-        model_with(options),
-        dir.path(),
-        LiveOptions::default(),
-        profiles(),
-    )
-    .unwrap();
+    );
     let model = live.model().clone();
     // A user known only by the like that started their vector: a personal feed.
     let first = world().posts[0].id.clone();
@@ -576,11 +579,7 @@ fn a_stranger_gets_a_published_post_through_the_fresh_source() {
         .unwrap();
     let row = model.post_row("p_far").unwrap();
     let viewed = live.viewed("newcomer", true).unwrap();
-    let context = RequestContext {
-        signals: Some(&viewed.signals),
-        user_vector: viewed.vector.as_deref(),
-        ..RequestContext::default()
-    };
+    let context = context_of(Some(&viewed));
     let depth = model.options().max_depth;
     let arranged = model.arranged("newcomer", depth, context).unwrap();
     let candidate = arranged.candidate(row).expect("a candidate");
@@ -838,11 +837,7 @@ fn a_reload_of_the_same_version_counts_each_event_once() {
 /// `user`'s feed sequence to `depth`, arranged as the API would (live signals and vector).
 fn arranged_for(live: &Live, user: &str, depth: usize) -> crate::feed::ArrangedFeed {
     let viewed = live.viewed(user, true);
-    let context = RequestContext {
-        signals: viewed.as_ref().map(|v| &v.signals),
-        user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
-        ..RequestContext::default()
-    };
+    let context = context_of(viewed.as_ref());
     live.model().arranged(user, depth, context).unwrap()
 }
 
@@ -912,10 +907,8 @@ fn explained_pages(live: &Live, user: &str, pages: usize) -> Vec<Vec<(String, Ex
     let mut out = Vec::new();
     for _ in 0..pages {
         let context = RequestContext {
-            signals: viewed.as_ref().map(|v| &v.signals),
-            user_vector: viewed.as_ref().and_then(|v| v.vector.as_deref()),
             explain: true,
-            ..RequestContext::default()
+            ..context_of(viewed.as_ref())
         };
         let request = FeedRequest {
             user_id: user,
@@ -944,21 +937,14 @@ fn exploring(e: &Explanation) -> bool {
 fn a_small_creators_new_post_reaches_its_nearest_users_within_the_share_and_stops_after_the_threshold()
  {
     let dir = tempfile::tempdir().unwrap();
-    let options = FeedOptions {
-        audience: crate::feed::AudienceOptions {
+    let live = open_with_audience(
+        dir.path(),
+        AudienceOptions {
             audience_size: 10,
             max_impressions: 5,
             ..Default::default()
         },
-        ..FeedOptions::default()
-    };
-    let (live, _) = Live::open(
-        model_with(options),
-        dir.path(),
-        LiveOptions::default(),
-        profiles(),
-    )
-    .unwrap();
+    );
     let model = live.model().clone();
     let user = user();
     // Three new posts of a new creator, all in the user's direction.

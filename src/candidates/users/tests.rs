@@ -52,14 +52,11 @@ fn snapshot_with_users(vectors: Array2<f32>, follows: &[&[&str]]) -> Snapshot {
 }
 
 fn index_of(snapshot: &Snapshot, kind: IndexKind) -> UserIndex {
-    UserIndex::load(
-        snapshot,
-        kind,
-        HnswParams::default(),
-        UserOptions::default(),
-        None,
-    )
-    .expect("index")
+    index_with(snapshot, kind, UserOptions::default())
+}
+
+fn index_with(snapshot: &Snapshot, kind: IndexKind, options: UserOptions) -> UserIndex {
+    UserIndex::load(snapshot, kind, HnswParams::default(), options, None).expect("index")
 }
 
 /// The exact answer over each user's current vector.
@@ -167,7 +164,7 @@ fn many_moves_rebuild_the_index_in_the_background_and_lose_no_placement() {
         }
         placed
     };
-    // 2,000 moves: superseded rows pass a fifth of 8,000, and a rebuild starts.
+    // 2,000 moves: appended rows pass a tenth of 8,000, and a rebuild starts.
     assert_eq!(place(0, 2_000), 2_000);
     assert!(index.stats().rebuilding || index.stats().rebuilds == 1);
     // Moves while it runs are appended to the new index too.
@@ -235,14 +232,7 @@ fn placements_past_the_limit_are_refused_and_counted() {
         max_placements: 3,
         ..UserOptions::default()
     };
-    let index = UserIndex::load(
-        &snapshot,
-        IndexKind::Exact,
-        HnswParams::default(),
-        options,
-        None,
-    )
-    .expect("index");
+    let index = index_with(&snapshot, IndexKind::Exact, options);
     let v: Vec<Vec<f32>> = (0..5)
         .map(|i| {
             let mut v = vec![0.0f32; 8];
@@ -273,14 +263,7 @@ fn engagements_are_kept_per_user_most_recent_last_and_bounded() {
         recent_per_user: 3,
         ..UserOptions::default()
     };
-    let index = UserIndex::load(
-        &snapshot,
-        IndexKind::Exact,
-        HnswParams::default(),
-        options,
-        None,
-    )
-    .expect("index");
+    let index = index_with(&snapshot, IndexKind::Exact, options);
     assert!(!index.has_engagements());
     for row in 0..5 {
         index.record_engagement("u1", Engaged { row, weight: 1.0 });
