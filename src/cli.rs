@@ -15,7 +15,7 @@ use crate::demo::{self, DemoConfig};
 use crate::eval::ann::{self, AnnBenchConfig, AnnData, Engine};
 use crate::eval::hashtags as hashtag_eval;
 use crate::feed::{FeedError, FeedOptions, Model, Weights};
-use crate::index::{FlatHnswIndex, StoredIndexError};
+use crate::index::{FlatHnswIndex, IndexBinding, StoredIndexError};
 use crate::lifecycle::Lifecycle;
 use crate::live::{Live, LiveOptions};
 use crate::profiles::Profiles;
@@ -336,6 +336,9 @@ fn check(dir: &Path, config: Option<&Path>) -> ExitCode {
         Ok(snapshot) => {
             println!("{}", Summary::of(&snapshot));
             println!("{}", stored_index_status(dir, &snapshot, &options));
+            if let Some(line) = stored_user_index_status(dir, &snapshot, &options) {
+                println!("{line}");
+            }
             println!("OK: {} is a valid snapshot", dir.display());
             ExitCode::SUCCESS
         }
@@ -409,6 +412,37 @@ fn stored_index_status(dir: &Path, snapshot: &Snapshot, options: &FeedOptions) -
         ""
     };
     format!("{:<18}{status}{unused}", "stored index")
+}
+
+/// One line for `snapshot check` on `users.index`, for a snapshot with more users than are
+/// searched exactly (`None` otherwise: no file is needed).
+fn stored_user_index_status(
+    dir: &Path,
+    snapshot: &Snapshot,
+    options: &FeedOptions,
+) -> Option<String> {
+    if snapshot.users.len() <= EXACT_USER_POOL {
+        return None;
+    }
+    let rows: Vec<u32> = (0..snapshot.users.len() as u32).collect();
+    let binding = IndexBinding {
+        source: files::USERS_NPY,
+        source_sha256: snapshot.users_sha256().unwrap_or_default(),
+        vectors: &snapshot.user_vectors,
+        rows: &rows,
+        metric: snapshot.metric(),
+        params: options.hnsw_params(),
+    };
+    let status = match FlatHnswIndex::read_from(&dir.join(files::USERS_INDEX), &binding) {
+        Ok(_) => format!(
+            "{} matches ({} users)",
+            files::USERS_INDEX,
+            thousands(rows.len())
+        ),
+        Err(e) if e.is_not_found() => "none (serve builds the users' graph when it loads)".into(),
+        Err(e) => format!("stale: {e} (serve builds the users' graph instead)"),
+    };
+    Some(format!("{:<18}{status}", "stored user index"))
 }
 
 /// `snapshot index`: builds the HNSW index as `serve` would and stores it in the snapshot.

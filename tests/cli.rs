@@ -959,3 +959,49 @@ fn operators_reload_by_command_by_sighup_and_by_the_current_pointer() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn snapshot_index_stores_the_users_graph_beside_the_posts_and_check_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_arg = dir.path().to_str().unwrap();
+    let users = (feedrank::candidates::EXACT_USER_POOL + 100).to_string();
+    let out = feedrank(&[
+        "demo", "--out", dir_arg, "--posts", "300", "--users", &users, "--dim", "16",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = feedrank(&["snapshot", "check", dir_arg]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("stored user index none (serve builds the users' graph"),
+        "{stdout}"
+    );
+
+    let out = feedrank(&["snapshot", "index", dir_arg]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("indexed 5,100 users in"), "{stdout}");
+    assert!(dir.path().join("users.index").is_file());
+    let out = feedrank(&["snapshot", "check", dir_arg]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("stored user index users.index matches (5,100 users)"),
+        "{stdout}"
+    );
+
+    // Graph options the file was not built with: stale, and named.
+    let config = dir.path().join("feedrank.toml");
+    std::fs::write(&config, "[feed]\nhnsw_max_connections = 8\n").unwrap();
+    let out = feedrank(&[
+        "snapshot",
+        "check",
+        dir_arg,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("stored user index stale: users.index"),
+        "{stdout}"
+    );
+}

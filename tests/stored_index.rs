@@ -239,3 +239,59 @@ fn a_stale_or_damaged_stored_index_is_rebuilt_and_feeds_stay_right() {
     snapshot::load(dir.path()).expect("an extra posts.index does not affect validation");
     check_rebuilt(FeedOptions::default(), "bad magic");
 }
+
+/// The users' graph is stored beside the posts' (`users.index`, for more than
+/// `EXACT_USER_POOL` users) and loaded when it fits, answering exactly as the built one; a
+/// damaged file is refused with its reason and the graph built again.
+#[test]
+fn a_stored_user_index_is_loaded_when_it_fits_and_rebuilt_when_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = feedrank::candidates::EXACT_USER_POOL + 500;
+    let world = demo::generate(&DemoConfig {
+        posts: 500,
+        users,
+        seed: 5,
+        dim: 16,
+    })
+    .unwrap();
+    world.write_to(dir.path()).unwrap();
+    let built = Model::load(dir.path(), FeedOptions::default()).unwrap();
+    assert!(matches!(
+        built.user_index().origin(),
+        IndexOrigin::Built { rejected: None, .. }
+    ));
+    let snapshot = built.snapshot();
+    let path = dir.path().join(files::USERS_INDEX);
+    built
+        .user_index()
+        .graph()
+        .expect("a graph above the exact pool")
+        .write_to(&path, snapshot.users_sha256().unwrap())
+        .unwrap();
+
+    let loaded = Model::load(dir.path(), FeedOptions::default()).unwrap();
+    assert!(matches!(
+        loaded.user_index().origin(),
+        IndexOrigin::Loaded { .. }
+    ));
+    for row in (0..users).step_by(97) {
+        let query = snapshot.user_vectors.row(row).to_vec();
+        let want = built.user_index().nearest(&query, 20, Some(row as u32));
+        let got = loaded.user_index().nearest(&query, 20, Some(row as u32));
+        assert_eq!(got, want, "user row {row}");
+    }
+
+    // One flipped byte in the body: refused, said why, and built again.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let rebuilt = Model::load(dir.path(), FeedOptions::default()).unwrap();
+    match rebuilt.user_index().origin() {
+        IndexOrigin::Built {
+            rejected: Some(reason),
+            ..
+        } => assert!(reason.contains(files::USERS_INDEX), "{reason}"),
+        other => panic!("expected a rebuild, got {other:?}"),
+    }
+}
