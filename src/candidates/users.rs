@@ -445,7 +445,7 @@ impl UserIndex {
             if current != NOT_PLACED {
                 let last = state.placed.get(&slot).map(Vec::as_slice).or(start);
                 if let Some(last) = last
-                    && self.cosine(last, vector) >= self.replace_cos
+                    && cosine(last, vector) >= self.replace_cos
                 {
                     continue;
                 }
@@ -614,16 +614,6 @@ impl UserIndex {
         slot
     }
 
-    /// Cosine of two vectors (their inner product under `dot` would weigh length in).
-    fn cosine(&self, a: &[f32], b: &[f32]) -> f32 {
-        let _ = self.metric;
-        let (na, nb) = (dot(a, a).sqrt(), dot(b, b).sqrt());
-        if na == 0.0 || nb == 0.0 {
-            return -1.0;
-        }
-        dot(a, b) / (na * nb)
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -631,6 +621,16 @@ impl UserIndex {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Cosine of two vectors: the angle a user turned, whatever the metric (an inner product
+/// under `dot` would weigh length in).
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (na, nb) = (dot(a, a).sqrt(), dot(b, b).sqrt());
+    if na == 0.0 || nb == 0.0 {
+        return -1.0;
+    }
+    dot(a, b) / (na * nb)
 }
 
 /// Whether appended rows are past the share that calls for a rebuild.
