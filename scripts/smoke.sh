@@ -80,6 +80,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'content-type: applicat
   -d "$post_body" "$base/v1/posts")
 [ "$code" = 409 ] || { echo "publishing again answered $code, expected 409"; exit 1; }
 echo "  publish smoke_post_1 -> 201, shown by GET /v1/posts, again -> 409"
+curl -sf "$base/v1/users/$demo_user/similar?limit=3" | python3 -c '
+import json, sys
+page = json.load(sys.stdin)
+users = [u["user_id"] for u in page["users"]]
+assert len(users) == 3 and sys.argv[1] not in users, page
+print(f"  similar users of {sys.argv[1]}: {users}")' "$demo_user"
+curl -sf "$base/v1/posts/smoke_post_1/audience?limit=3" | python3 -c '
+import json, sys
+page = json.load(sys.stdin)
+assert page["small_creator"] and page["offer"]["active"] and len(page["users"]) == 3, page
+users = [u["user_id"] for u in page["users"]]
+print(f"  audience of smoke_post_1 (a new creator): {users}, on offer")'
+code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/nobody_at_all/similar")
+[ "$code" = 404 ] || { echo "similar users of an unknown user answered $code, expected 404"; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' "$base/v1/users/$demo_user/feed?limit=0")
 [ "$code" = 400 ] || { echo "limit=0 answered $code, expected 400"; exit 1; }
 echo "  limit=0 -> 400"
