@@ -467,7 +467,8 @@ async fn a_snapshot_users_embedding_moved_by_events_decides_their_similar_users(
 
 #[tokio::test]
 async fn a_small_creators_new_post_is_offered_to_its_nearest_users_and_counts_impressions() {
-    let (app, _dir) = live_app();
+    // An audience larger than the world's 200 users.
+    let (app, _dir) = live_app_with(|o| o.audience.audience_size = 500);
     let author = "brand-new-creator";
     assert!(!author_views().contains_key(author));
     // Between two users' interests, so that it is nobody's own vector.
@@ -484,7 +485,7 @@ async fn a_small_creators_new_post_is_offered_to_its_nearest_users_and_counts_im
     assert_eq!(body["model_version"], world().model_version());
     assert_eq!(body["post_id"], "p_small");
     assert_eq!(body["small_creator"], true);
-    // Fewer users than an audience (500): every user is in it, no radius.
+    // Fewer users than an audience: every user is in it, no radius.
     assert_eq!(
         body["offer"],
         json!({"active": true, "impressions": 0, "radius": null})

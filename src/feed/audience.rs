@@ -51,7 +51,8 @@ impl Default for AudienceOptions {
         AudienceOptions {
             candidates: 10,
             small_creator_max_views: 5_000,
-            audience_size: 500,
+            // As many users as impressions judge a post: each of them sees it once.
+            audience_size: 200,
             max_impressions: 200,
             window_hours: 48,
             rank: 3,

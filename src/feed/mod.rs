@@ -762,8 +762,12 @@ impl Model {
     }
 
     /// Records that `user_id` saved, shared or liked post `row` (`weight`: how much that
-    /// says), for the lookalike source of the users near them.
+    /// says), for the lookalike source of the users near them. Ads are left out: they reach a
+    /// feed only through its ad slots.
     pub fn record_user_engagement(&self, user_id: &str, row: u32, weight: f32) {
+        if self.post(row).kind == PostKind::Ad {
+            return;
+        }
         self.users
             .record_engagement(user_id, Engaged { row, weight });
     }
@@ -1200,7 +1204,11 @@ impl Model {
         // Twice the quota: some are found by the personal search first.
         self.users
             .with_recent(&neighbours, |each| {
-                candidates::lookalike_posts(each, 2 * quota, excluded)
+                // Ads are never recorded; checked again, as an ad among organic
+                // candidates would break the ad rules.
+                candidates::lookalike_posts(each, 2 * quota, |row| {
+                    excluded(row) || self.post(row).kind == PostKind::Ad
+                })
             })
             .into_iter()
             .map(|(row, _)| row)

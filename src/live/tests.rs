@@ -870,16 +870,37 @@ fn a_user_gets_what_their_nearest_users_saved_as_lookalike_candidates() {
     let before = arranged_for(&live, &user, 100);
     assert!(before.candidate(saved_near).is_none());
 
+    // An ad the neighbours save too: ads reach a feed only through ad slots.
+    let ad = world()
+        .posts
+        .iter()
+        .position(|p| p.kind == crate::snapshot::PostKind::Ad)
+        .unwrap() as u32;
     let mut events = Vec::new();
     for n in &near {
         events.push(event(n, &id(saved_near), "save"));
+        events.push(event(n, &id(ad), "save"));
     }
     for f in &far {
         events.push(event(f, &id(saved_far), "save"));
     }
-    assert_eq!(live.ingest(events).unwrap().accepted, 6);
+    assert_eq!(live.ingest(events).unwrap().accepted, 9);
 
     let after = arranged_for(&live, &user, 100);
+    assert!(
+        after
+            .candidate(ad)
+            .is_none_or(|c| c.source == crate::candidates::Source::Ads),
+        "an ad is never an organic candidate"
+    );
+    assert!(
+        after
+            .arrangement
+            .items
+            .iter()
+            .filter(|p| p.row == ad)
+            .all(|p| p.kind == crate::snapshot::PostKind::Ad)
+    );
     let candidate = after
         .candidate(saved_near)
         .expect("the neighbours' save is a candidate");
