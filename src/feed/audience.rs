@@ -143,36 +143,37 @@ impl Audience {
         self.newest.fetch_max(created_at, Ordering::Relaxed);
     }
 
-    /// Puts post `row` on offer to the users at least `radius` similar to it.
-    pub fn offer(&self, row: u32, created_at: i64, radius: f32) {
+    /// Puts each `(row, created_at, radius)` on offer to the users at least `radius`
+    /// similar to it. Offers that ended by their impressions or their age leave first, so the
+    /// table a request scans holds few dead entries (an offer ended by views alone waits for
+    /// `max_offered`); past `max_offered`, the oldest leave.
+    pub fn offer(&self, posts: &[(u32, i64, f32)]) {
         let mut offered = self.write();
-        // Offers that ended by their impressions or their age leave here, so the table a
-        // request scans holds few dead entries (an offer ended by views alone waits for
-        // `max_offered`).
         offered.retain(|o| self.active(o, o.impressions.load(Ordering::Relaxed)));
-        let at = offered.partition_point(|o| o.row < row);
-        if offered.get(at).is_some_and(|o| o.row == row) {
-            return;
-        }
-        offered.insert(
-            at,
-            Offered {
-                row,
-                created_at,
-                radius,
-                impressions: AtomicU64::new(0),
-            },
-        );
-        if offered.len() > self.options.max_offered {
-            // The oldest by time leaves.
-            if let Some(oldest) = offered
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, o)| (o.created_at, o.row))
-                .map(|(i, _)| i)
-            {
-                offered.remove(oldest);
+        for &(row, created_at, radius) in posts {
+            let at = offered.partition_point(|o| o.row < row);
+            if offered.get(at).is_some_and(|o| o.row == row) {
+                continue;
             }
+            offered.insert(
+                at,
+                Offered {
+                    row,
+                    created_at,
+                    radius,
+                    impressions: AtomicU64::new(0),
+                },
+            );
+        }
+        let excess = offered.len().saturating_sub(self.options.max_offered);
+        if excess > 0 {
+            // The oldest by time leave; the table stays sorted by row.
+            let mut by_age: Vec<(i64, u32)> =
+                offered.iter().map(|o| (o.created_at, o.row)).collect();
+            by_age.sort_unstable();
+            let leaving: std::collections::HashSet<u32> =
+                by_age[..excess].iter().map(|&(_, row)| row).collect();
+            offered.retain(|o| !leaving.contains(&o.row));
         }
     }
 
@@ -252,5 +253,83 @@ impl Audience {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Offered>> {
         self.offered.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn audience(options: AudienceOptions) -> Audience {
+        Audience::new(options, [("big", 9_000u64), ("small", 10)].into_iter())
+    }
+
+    #[test]
+    fn small_creators_are_those_with_few_past_views() {
+        let a = audience(AudienceOptions::default());
+        assert!(a.is_small_creator("small"));
+        assert!(a.is_small_creator("never_seen"));
+        assert!(!a.is_small_creator("big"));
+    }
+
+    #[test]
+    fn a_viewer_within_the_radius_is_offered_the_post_until_its_impressions_or_age() {
+        let options = AudienceOptions {
+            max_impressions: 3,
+            window_hours: 1,
+            candidates: 2,
+            ..AudienceOptions::default()
+        };
+        let a = audience(options);
+        a.published_at(1_000);
+        a.offer(&[(7, 1_000, 0.5), (9, 1_000, 0.2), (8, 1_000, 0.9)]);
+        let similarity = |row: u32| match row {
+            7 => 0.6,
+            8 => 0.8,
+            _ => 0.3,
+        };
+        // Post 8's radius (0.9) leaves this viewer out; 7 and 9 closest first.
+        let found = a.for_viewer(similarity, |_| 0, |_| false);
+        assert_eq!(found, vec![(7, 0.6), (9, 0.3)]);
+        // A viewer's filters drop a post.
+        assert_eq!(
+            a.for_viewer(similarity, |_| 0, |row| row == 7),
+            vec![(9, 0.3)]
+        );
+        // Three impressions end 7's offer; views past the bar end 9's.
+        for _ in 0..3 {
+            a.record_impression(7);
+        }
+        a.record_impression(42); // not on offer: nothing
+        let status = a.status(7, 0).unwrap();
+        assert_eq!((status.active, status.impressions), (false, 3));
+        assert_eq!(
+            a.for_viewer(similarity, |row| u64::from(row == 9) * 5, |_| false),
+            vec![]
+        );
+        // A newer post an hour and a second later ends every offer by age.
+        a.published_at(1_000 + 3_601);
+        assert!(!a.status(9, 0).unwrap().active);
+        assert!(a.status(5, 0).is_none(), "never offered");
+    }
+
+    #[test]
+    fn the_table_keeps_the_newest_offers_and_prunes_ended_ones() {
+        let options = AudienceOptions {
+            max_offered: 3,
+            max_impressions: 1,
+            ..AudienceOptions::default()
+        };
+        let a = audience(options);
+        a.published_at(500);
+        a.offer(&[(1, 100, 0.0), (2, 400, 0.0), (3, 300, 0.0), (4, 200, 0.0)]);
+        // The oldest (row 1, created at 100) left.
+        assert_eq!(a.offered(), 3);
+        assert!(a.status(1, 0).is_none());
+        // An offer ended by an impression leaves at the next publish.
+        a.record_impression(2);
+        a.offer(&[(5, 500, 0.0)]);
+        assert!(a.status(2, 0).is_none());
+        assert_eq!(a.offered(), 3);
     }
 }

@@ -722,17 +722,26 @@ impl Model {
                 post.kind == PostKind::Organic && self.audience.is_small_creator(&post.author)
             })
             .collect();
-        let radii: Vec<Option<f32>> = {
+        // One post is searched here: handing it to the pool would cost more than the search.
+        let radii: Vec<Option<f32>> = if offered.len() > 1 {
             use rayon::prelude::*;
             offered
                 .par_iter()
                 .map(|&row| self.audience_radius(row))
                 .collect()
+        } else {
+            offered
+                .iter()
+                .map(|&row| self.audience_radius(row))
+                .collect()
         };
-        for (&row, radius) in offered.iter().zip(radii) {
-            if let Some(radius) = radius {
-                self.audience.offer(row, self.post(row).created_at, radius);
-            }
+        let offers: Vec<(u32, i64, f32)> = offered
+            .iter()
+            .zip(radii)
+            .filter_map(|(&row, radius)| Some((row, self.post(row).created_at, radius?)))
+            .collect();
+        if !offers.is_empty() {
+            self.audience.offer(&offers);
         }
         for &row in rows.iter().flatten() {
             let post = self.post(row);
