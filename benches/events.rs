@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench events`. The log is written under `target/bench-events` (a real disk
 //! in the usual checkout, where fsync costs what it costs; a tmpfs would hide it).
-//! FEEDRANK_BENCH_EVENTS_DIR=DIR puts it elsewhere.
+//! FEEDRANK_BENCH_EVENTS_DIR=DIR puts it elsewhere. FEEDRANK_BENCH_NO_AUDIENCE=1 counts no
+//! author as a small creator, so publishing searches no audience (to see what that costs).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
@@ -84,7 +85,12 @@ fn model() -> Arc<Model> {
         ..DemoConfig::default()
     })
     .expect("demo world");
-    Arc::new(Model::build(snapshot, FeedOptions::default()).expect("model"))
+    let mut options = FeedOptions::default();
+    // FEEDRANK_BENCH_NO_AUDIENCE=1: no audience searched for new posts (to see its cost).
+    if std::env::var_os("FEEDRANK_BENCH_NO_AUDIENCE").is_some() {
+        options.audience.small_creator_max_views = 0;
+    }
+    Arc::new(Model::build(snapshot, options).expect("model"))
 }
 
 /// A well-mixed hash of `i` (splitmix64's finaliser), so that users, posts and kinds of a
