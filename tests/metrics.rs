@@ -22,7 +22,7 @@ use feedrank::live::{Live, LiveOptions};
 use feedrank::snapshot::{PostKind, Snapshot};
 
 mod common;
-use common::{get, send};
+use common::{get, post_json, send};
 
 const DIM: usize = 32;
 
@@ -42,13 +42,6 @@ fn app() -> (axum::Router, Arc<AppState>, tempfile::TempDir) {
     (api::router(state.clone()), state, dir)
 }
 
-async fn post_json(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
-    let request = Request::post(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    send(app, request).await
-}
 
 /// `GET /metrics`: the body, after checking the status and the content type.
 async fn scrape(app: &axum::Router) -> String {

@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use feedrank::api::{self, AppState};
@@ -25,7 +24,7 @@ use feedrank::live::{Live, LiveOptions};
 use feedrank::snapshot::{PostKind, Snapshot};
 
 mod common;
-use common::{Server, cosine, get, raw_http, send};
+use common::{Server, cosine, get, post_json, put_json, raw_http};
 
 const DIM: usize = 32;
 
@@ -78,21 +77,7 @@ fn live_app() -> (axum::Router, tempfile::TempDir) {
     live_app_with(|_| {})
 }
 
-async fn post_json(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
-    let request = Request::post(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    send(app, request).await
-}
 
-async fn put_json(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
-    let request = Request::put(uri)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    send(app, request).await
-}
 
 fn event(user: &str, post: &str, kind: &str) -> Value {
     json!({"user_id": user, "post_id": post, "type": kind, "ts": 1_700_000_000})

@@ -23,6 +23,23 @@ pub async fn get(app: &axum::Router, uri: &str) -> (StatusCode, Value) {
     send(app, Request::get(uri).body(Body::empty()).unwrap()).await
 }
 
+/// `POST uri` in-process with a JSON body.
+pub async fn post_json(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    send(app, json_request(Request::post(uri), &body)).await
+}
+
+/// `PUT uri` in-process with a JSON body.
+pub async fn put_json(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    send(app, json_request(Request::put(uri), &body)).await
+}
+
+fn json_request(builder: axum::http::request::Builder, body: &Value) -> Request<Body> {
+    builder
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
 /// A demo world of the given size (tests cache theirs in a `OnceLock`).
 pub fn demo_world(
     posts: usize,
