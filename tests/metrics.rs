@@ -42,7 +42,6 @@ fn app() -> (axum::Router, Arc<AppState>, tempfile::TempDir) {
     (api::router(state.clone()), state, dir)
 }
 
-
 /// `GET /metrics`: the body, after checking the status and the content type.
 async fn scrape(app: &axum::Router) -> String {
     let request = Request::get("/metrics").body(Body::empty()).unwrap();

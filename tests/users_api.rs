@@ -77,8 +77,6 @@ fn live_app() -> (axum::Router, tempfile::TempDir) {
     live_app_with(|_| {})
 }
 
-
-
 fn event(user: &str, post: &str, kind: &str) -> Value {
     json!({"user_id": user, "post_id": post, "type": kind, "ts": 1_700_000_000})
 }
