@@ -575,36 +575,30 @@ async fn user_index_gauges_follow_newcomers_moves_and_refusals() {
         ((snapshot_users, 0.0, 1.0), 1.0, 1.0, 0.0)
     );
 
+    // One save by `user`, accepted; then the scraped samples.
+    let save_by = async |user: &str| {
+        let post = &world().posts[5].id;
+        let (status, outcome) = post_json(
+            &app,
+            "/v1/events",
+            json!({"events": [event(user, post, "save")]}),
+        )
+        .await;
+        assert_eq!(
+            (status, outcome["accepted"].as_u64()),
+            (StatusCode::OK, Some(1))
+        );
+        parse(&scrape(&app).await).0
+    };
     // A save gives a user known only by events an embedding: placed, the second and last row.
-    let post = &world().posts[5].id;
-    let (status, outcome) = post_json(
-        &app,
-        "/v1/events",
-        json!({"events": [event("metrics-saver-1", post, "save")]}),
-    )
-    .await;
-    assert_eq!(
-        (status, outcome["accepted"].as_u64()),
-        (StatusCode::OK, Some(1))
-    );
-    let (samples, _) = parse(&scrape(&app).await);
+    let samples = save_by("metrics-saver-1").await;
     assert_eq!(
         gauges(&samples),
         ((snapshot_users, 0.0, 2.0), 2.0, 2.0, 0.0)
     );
 
     // The next one is met but refused a row.
-    let (status, outcome) = post_json(
-        &app,
-        "/v1/events",
-        json!({"events": [event("metrics-saver-2", post, "save")]}),
-    )
-    .await;
-    assert_eq!(
-        (status, outcome["accepted"].as_u64()),
-        (StatusCode::OK, Some(1))
-    );
-    let (samples, _) = parse(&scrape(&app).await);
+    let samples = save_by("metrics-saver-2").await;
     assert_eq!(
         gauges(&samples),
         ((snapshot_users, 0.0, 2.0), 3.0, 2.0, 1.0)

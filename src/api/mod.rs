@@ -351,8 +351,7 @@ async fn feed(
     user_id: Result<Path<String>, PathRejection>,
     query: Result<Query<FeedQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
-    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let (user_id, query) = path_and_query(user_id, query)?;
     let limit = parse_limit(
         query.limit.as_deref(),
         DEFAULT_LIMIT,
@@ -412,8 +411,7 @@ async fn hashtags(
     user_id: Result<Path<String>, PathRejection>,
     query: Result<Query<HashtagsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
-    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let (user_id, query) = path_and_query(user_id, query)?;
     let limit = parse_limit(
         query.limit.as_deref(),
         DEFAULT_HASHTAG_LIMIT,
@@ -479,8 +477,7 @@ async fn similar_users(
     user_id: Result<Path<String>, PathRejection>,
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(user_id) = user_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
-    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let (user_id, query) = path_and_query(user_id, query)?;
     let limit = parse_limit(
         query.limit.as_deref(),
         DEFAULT_LIMIT,
@@ -530,8 +527,7 @@ async fn post_audience(
     post_id: Result<Path<String>, PathRejection>,
     query: Result<Query<LimitQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(post_id) = post_id.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
-    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    let (post_id, query) = path_and_query(post_id, query)?;
     let limit = parse_limit(
         query.limit.as_deref(),
         DEFAULT_LIMIT,
@@ -551,6 +547,16 @@ async fn post_audience(
         users: near_users(audience.users),
     };
     Ok(Json(body).into_response())
+}
+
+/// A route's path parameter and query, or the error naming which of them is malformed.
+fn path_and_query<Q>(
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Q>, QueryRejection>,
+) -> Result<(String, Q), ApiError> {
+    let Path(path) = path.map_err(|e| ApiError::InvalidPath(e.body_text()))?;
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
+    Ok((path, query))
 }
 
 /// A `limit` query parameter: the default when absent; a value that is not a number is the
