@@ -128,7 +128,6 @@ pub struct Engaged {
 /// Counts for `/metrics` and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UserIndexStats {
-    pub snapshot_users: usize,
     /// Users met since the snapshot.
     pub new_users: usize,
     /// Rows appended since the model loaded (moves and newcomers).
@@ -218,7 +217,7 @@ impl UserIndex {
         let metric = snapshot.metric();
         let started = Instant::now();
         let mut rejected = None;
-        let (base, origin) = if kind == IndexKind::Exact || rows.len() <= EXACT_USER_POOL {
+        let (base, origin) = if searched_exactly(kind, rows.len()) {
             let exact = ExactIndex::build(vectors, &rows, metric);
             let origin = IndexOrigin::Built {
                 elapsed: started.elapsed(),
@@ -490,12 +489,16 @@ impl UserIndex {
 
     /// Starts a rebuild on its own thread (see the module docs); `rebuilding` is set.
     fn start_rebuild(&self) {
-        let shared = Arc::clone(&self.state);
-        let snapshot = Arc::clone(&self.snapshot_vectors);
-        let (kind, config, metric) = (self.kind, self.config, self.metric);
+        let rebuild = Rebuild {
+            shared: Arc::clone(&self.state),
+            snapshot: Arc::clone(&self.snapshot_vectors),
+            kind: self.kind,
+            config: self.config,
+            metric: self.metric,
+        };
         let spawned = std::thread::Builder::new()
             .name("user-index-rebuild".into())
-            .spawn(move || rebuild(&shared, &snapshot, kind, config, metric));
+            .spawn(move || rebuild.run());
         match spawned {
             Ok(handle) => {
                 let mut slot = self.rebuild.lock().unwrap_or_else(|e| e.into_inner());
@@ -565,7 +568,6 @@ impl UserIndex {
     pub fn stats(&self) -> UserIndexStats {
         let state = self.read();
         UserIndexStats {
-            snapshot_users: self.snapshot_ids.len(),
             new_users: state.new_ids.len(),
             placements: state.placements,
             rebuilds: state.rebuilds,
@@ -641,130 +643,142 @@ fn needs_rebuild(state: &State) -> bool {
 
 /// Rebuilds until the index no longer needs it: the moves placed during one rebuild are
 /// appended to its result, and may be many.
-fn rebuild(
-    shared: &RwLock<State>,
-    snapshot: &Array2<f32>,
-    kind: IndexKind,
-    config: LiveConfig,
-    metric: Metric,
-) {
-    while rebuild_once(shared, snapshot, kind, config, metric) {
-        let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
-        if !needs_rebuild(&state) {
-            return;
-        }
-        state.rebuilding = true;
-        state.during_rebuild.clear();
-    }
+fn searched_exactly(kind: IndexKind, users: usize) -> bool {
+    kind == IndexKind::Exact || users <= EXACT_USER_POOL
 }
 
-/// Builds a new base over every placed user's current vector and swaps it in (see the module
-/// docs); `true` if it did. A failure or panic leaves the old index serving and `rebuilding`
-/// cleared.
-fn rebuild_once(
-    shared: &RwLock<State>,
-    snapshot: &Array2<f32>,
+/// What a background rebuild works on: the index's shared state and how to build its base.
+struct Rebuild {
+    shared: Arc<RwLock<State>>,
+    /// The snapshot's user vectors, for users not moved since.
+    snapshot: Arc<Array2<f32>>,
     kind: IndexKind,
     config: LiveConfig,
     metric: Metric,
-) -> bool {
-    let started = Instant::now();
-    let (vectors, rows) = {
-        let state = shared.read().unwrap_or_else(|e| e.into_inner());
-        let slots = state.current.len();
-        let dim = state.index.dim();
-        let mut vectors = Array2::<f32>::zeros((slots, dim));
-        let mut rows = Vec::with_capacity(state.placed_users);
-        for (slot, &row) in state.current.iter().enumerate() {
-            if row == NOT_PLACED {
-                continue;
+}
+
+impl Rebuild {
+    fn run(&self) {
+        while self.once() {
+            let mut state = self.shared.write().unwrap_or_else(|e| e.into_inner());
+            if !needs_rebuild(&state) {
+                return;
             }
-            let source = match state.placed.get(&(slot as u32)) {
-                Some(v) => v.as_slice(),
-                None => snapshot.row(slot).to_slice().expect("standard layout"),
-            };
-            let norm = dot(source, source).sqrt();
-            let scale = if metric == Metric::Cosine && norm > 0.0 {
-                1.0 / norm
-            } else {
-                1.0
-            };
-            vectors
-                .row_mut(slot)
-                .iter_mut()
-                .zip(source)
-                .for_each(|(x, v)| *x = v * scale);
-            rows.push(slot as u32);
+            state.rebuilding = true;
+            state.during_rebuild.clear();
         }
-        (vectors, rows)
-    };
-    let built = std::panic::catch_unwind(|| {
-        let base = if kind == IndexKind::Exact || rows.len() <= EXACT_USER_POOL {
-            Base::from(ExactIndex::build(&vectors, &rows, metric))
-        } else {
-            // One thread: requests keep the other cores.
-            Base::from(FlatHnswIndex::build_with_threads(
-                &vectors,
-                &rows,
-                metric,
-                config.hnsw,
-                1,
-            ))
+    }
+
+    /// Builds a new base over every placed user's current vector and swaps it in (see the
+    /// module docs); `true` if it did. A failure or panic leaves the old index serving and
+    /// `rebuilding` cleared.
+    fn once(&self) -> bool {
+        let Rebuild {
+            shared,
+            snapshot,
+            kind,
+            config,
+            metric,
+        } = self;
+        let (kind, config, metric) = (*kind, *config, *metric);
+        let started = Instant::now();
+        let (vectors, rows) = {
+            let state = shared.read().unwrap_or_else(|e| e.into_inner());
+            let slots = state.current.len();
+            let dim = state.index.dim();
+            let mut vectors = Array2::<f32>::zeros((slots, dim));
+            let mut rows = Vec::with_capacity(state.placed_users);
+            for (slot, &row) in state.current.iter().enumerate() {
+                if row == NOT_PLACED {
+                    continue;
+                }
+                let source = match state.placed.get(&(slot as u32)) {
+                    Some(v) => v.as_slice(),
+                    None => snapshot.row(slot).to_slice().expect("standard layout"),
+                };
+                let norm = dot(source, source).sqrt();
+                let scale = if metric == Metric::Cosine && norm > 0.0 {
+                    1.0 / norm
+                } else {
+                    1.0
+                };
+                vectors
+                    .row_mut(slot)
+                    .iter_mut()
+                    .zip(source)
+                    .for_each(|(x, v)| *x = v * scale);
+                rows.push(slot as u32);
+            }
+            (vectors, rows)
         };
-        LiveIndex::new(base, config)
-    });
-    let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
-    state.rebuilding = false;
-    let index = match built {
-        Ok(Ok(index)) => index,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "user index rebuild failed");
-            return false;
+        let built = std::panic::catch_unwind(|| {
+            let base = if searched_exactly(kind, rows.len()) {
+                Base::from(ExactIndex::build(&vectors, &rows, metric))
+            } else {
+                // One thread: requests keep the other cores.
+                Base::from(FlatHnswIndex::build_with_threads(
+                    &vectors,
+                    &rows,
+                    metric,
+                    config.hnsw,
+                    1,
+                ))
+            };
+            LiveIndex::new(base, config)
+        });
+        let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
+        state.rebuilding = false;
+        let index = match built {
+            Ok(Ok(index)) => index,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "user index rebuild failed");
+                return false;
+            }
+            Err(_) => {
+                tracing::error!("user index rebuild panicked; the old index serves");
+                return false;
+            }
+        };
+        // Users placed while it was built: appended to the new index at their latest place.
+        let base_rows = vectors.nrows() as u32;
+        let mut moved: Vec<u32> = std::mem::take(&mut state.during_rebuild);
+        moved.sort_unstable();
+        moved.dedup();
+        let dim = vectors.ncols();
+        let mut data = Vec::with_capacity(moved.len() * dim);
+        for slot in &moved {
+            data.extend_from_slice(&state.placed[slot]);
         }
-        Err(_) => {
-            tracing::error!("user index rebuild panicked; the old index serves");
-            return false;
+        let appended: Vec<u32> = (0..moved.len() as u32).map(|i| base_rows + i).collect();
+        if !moved.is_empty() {
+            let matrix = ArrayView2::from_shape((moved.len(), dim), &data).expect("rows × dim");
+            if let Err(e) = index.append(&appended, matrix) {
+                tracing::error!(error = %e, "user index rebuild not swapped in");
+                return false;
+            }
         }
-    };
-    // Users placed while it was built: appended to the new index at their latest place.
-    let base_rows = vectors.nrows() as u32;
-    let mut moved: Vec<u32> = std::mem::take(&mut state.during_rebuild);
-    moved.sort_unstable();
-    moved.dedup();
-    let dim = vectors.ncols();
-    let mut data = Vec::with_capacity(moved.len() * dim);
-    for slot in &moved {
-        data.extend_from_slice(&state.placed[slot]);
-    }
-    let appended: Vec<u32> = (0..moved.len() as u32).map(|i| base_rows + i).collect();
-    if !moved.is_empty() {
-        let matrix = ArrayView2::from_shape((moved.len(), dim), &data).expect("rows × dim");
-        if let Err(e) = index.append(&appended, matrix) {
-            tracing::error!(error = %e, "user index rebuild not swapped in");
-            return false;
+        for &slot in &rows {
+            state.current[slot as usize] = slot;
         }
+        for (&slot, &row) in moved.iter().zip(&appended) {
+            state.current[slot as usize] = row;
+        }
+        let placed_users = state.current.iter().filter(|&&r| r != NOT_PLACED).count();
+        state.owner = moved;
+        state.base_rows = base_rows;
+        state.rows = rows.len() + appended.len();
+        state.base_len = rows.len();
+        state.placed_users = placed_users;
+        state.index = Arc::new(index);
+        state.rebuilds += 1;
+        tracing::info!(
+            users = placed_users,
+            appended = appended.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "user index rebuilt"
+        );
+        true
     }
-    for &slot in &rows {
-        state.current[slot as usize] = slot;
-    }
-    for (&slot, &row) in moved.iter().zip(&appended) {
-        state.current[slot as usize] = row;
-    }
-    let placed_users = state.current.iter().filter(|&&r| r != NOT_PLACED).count();
-    state.owner = moved;
-    state.base_rows = base_rows;
-    state.rows = rows.len() + appended.len();
-    state.base_len = rows.len();
-    state.placed_users = placed_users;
-    state.index = Arc::new(index);
-    state.rebuilds += 1;
-    tracing::info!(
-        users = placed_users,
-        appended = appended.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "user index rebuilt"
-    );
-    true
 }
 
 /// Posts the neighbours engaged with, scored by the sum over neighbours of their similarity

@@ -941,7 +941,8 @@ impl Model {
                 .collect(),
         };
         let mut viewer = Viewer::new(interests, follows, langs);
-        viewer.slot = self.users.slot(user_id);
+        // A snapshot user's slot is their row: no second lookup.
+        viewer.slot = row.or_else(|| self.users.slot(user_id));
         viewer.newcomer = live_vector.is_none() && row.is_none();
         viewer
     }
